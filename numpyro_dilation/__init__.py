@@ -1,0 +1,6 @@
+"""numpyro-dilation: the dilation-path Langevin sampler as a NumPyro MCMC kernel."""
+
+from numpyro_dilation.kernel import DilationKernel, DilationState
+
+__all__ = ["DilationKernel", "DilationState"]
+__version__ = "0.1.0"

@@ -1,0 +1,389 @@
+"""``DilationKernel``: the NumPyro adapter over the pure-JAX population sampler.
+
+Chains are particles: one MCMC chain per particle, run with
+``chain_method="vectorized"``; the population shares its step size,
+preconditioner and schedule. The kernel only builds the potential from the model,
+ravels and unravels parameters and presents the population state under the
+field names NumPyro and ArviZ expect (design.md section 4).
+"""
+
+import inspect
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+from jax.flatten_util import ravel_pytree
+from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.mcmc import MCMC, MCMCKernel
+from numpyro.infer.util import initialize_model
+from numpyro.util import identity, is_prng_key
+
+from numpyro_dilation import sampler
+from numpyro_dilation.schedules import ScheduleLike, make_levels
+
+__all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
+
+
+class DilationAdaptState(NamedTuple):
+    """``step_size``: the adapted ``eps`` (target-space units), one per chain."""
+
+    step_size: Array
+
+
+class DilationState(NamedTuple):
+    """State of the vectorized chains; every field but the last two has a chain axis.
+
+    - **i**: iteration counter (MCMC never resets it; it decides the phase).
+    - **z**: unconstrained sample (target space), a pytree like ``init_params``.
+    - **potential_energy**: ``-log p(z)`` (up to a constant).
+    - **accept_prob**: MALA acceptance probability of the last move.
+    - **diverging**: the last proposal (or re-evaluation) had a non-finite
+      potential or gradient; the particle was kept where it was.
+    - **dilation_level**: the current level ``l`` of the dilation path.
+    - **adapt_state**: ``step_size``.
+    - **sampler_state**: the pure-JAX population state.
+    - **rng_key**: one key for the population.
+    """
+
+    i: Array
+    z: Any
+    potential_energy: Array
+    accept_prob: Array
+    diverging: Array
+    dilation_level: Array
+    adapt_state: DilationAdaptState
+    sampler_state: sampler.SamplerState
+    rng_key: Array
+
+
+def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
+    if forward_mode:
+
+        def fwd(x):
+            return f(x), jax.jacfwd(f)(x)
+
+        return fwd
+    return jax.value_and_grad(f)
+
+
+def _calling_mcmc(kernel: "DilationKernel") -> MCMC | None:
+    """The ``MCMC`` object that is running ``kernel``, found on the call stack."""
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, MCMC) and candidate.sampler is kernel:
+            return candidate
+        frame = frame.f_back
+    return None
+
+
+class DilationKernel(MCMCKernel):
+    """Dilation-path Langevin sampler (Chehab & Korba 2024, arXiv 2406.14040).
+
+    Particles start at Dirac centres and are annealed to the posterior along the
+    dilation path ``X_l = c + sqrt(l) (X - c)``, whose score
+    ``grad log p_l(y) = l^(-1/2) grad log p(c + (y - c)/sqrt(l))`` is in closed
+    form; they are then tuned at ``l = 1`` and, after warmup, every iteration is
+    one exact MALA step with everything frozen.
+
+    Each MCMC chain is one particle: run it with ``num_chains`` particles and
+    ``chain_method="vectorized"``.
+
+    :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
+    :param potential_fn: ``-log density`` of the parameters; then pass
+        ``init_params`` with a leading ``num_chains`` axis to ``MCMC.run``.
+    :param step: ``"mala"`` (default, exact) or ``"ula"``, the paper's
+        unadjusted step, biased at any finite step size.
+    :param step_size: initial ``eps`` (> 0): the Langevin step in target space;
+        on the path the step is ``h = eps * l``.
+    :param adapt_step_size: adapt ``eps`` towards ``target_accept_prob``.
+    :param target_accept_prob: mean MALA acceptance targeted (0.574, Roberts &
+        Rosenthal 1998).
+    :param adapt_mass_matrix: estimate the preconditioner from the population
+        while tuning at ``l = 1``.
+    :param dense_mass: dense instead of diagonal preconditioner.
+    :param schedule: ``"geometric"``, a callable ``u -> l(u)`` on [0, 1], or an
+        increasing array of levels ending at 1.
+    :param lambda_min: first level of the geometric schedule.
+    :param num_levels: number of levels (default: one per 5 annealing iterations).
+    :param anneal_fraction: share of ``num_warmup`` spent annealing; the rest
+        tunes at ``l = 1``.
+    :param center: the Dirac centres: ``"init"`` (each particle's own initial
+        point, default), ``"shared"`` (one centre, the mean of the initial
+        points: the paper's setting), or an array of unconstrained values,
+        shape ``(d,)`` or ``(num_chains, d)``.
+    :param init_strategy: per-site initialisation (NumPyro's), for ``model``.
+    :param forward_mode_differentiation: use forward-mode autodiff.
+
+    **Example**
+
+    .. code-block:: python
+
+        mcmc = MCMC(DilationKernel(model), num_warmup=500, num_samples=200,
+                    num_chains=1024, chain_method="vectorized")
+        mcmc.run(jax.random.PRNGKey(0), data)
+    """
+
+    sample_field = "z"
+
+    def __init__(
+        self,
+        model: Callable | None = None,
+        potential_fn: Callable | None = None,
+        *,
+        step: str = "mala",
+        step_size: float = 0.1,
+        adapt_step_size: bool = True,
+        target_accept_prob: float = 0.574,
+        adapt_mass_matrix: bool = True,
+        dense_mass: bool = False,
+        schedule: ScheduleLike = "geometric",
+        lambda_min: float = 1e-4,
+        num_levels: int | None = None,
+        anneal_fraction: float = 0.5,
+        center: str | Array = "init",
+        init_strategy: Callable = init_to_uniform,
+        forward_mode_differentiation: bool = False,
+    ):
+        if (model is None) == (potential_fn is None):
+            raise ValueError(
+                "DilationKernel needs exactly one of `model` or `potential_fn`."
+            )
+        if step not in ("mala", "ula"):
+            raise ValueError(f"step must be 'mala' or 'ula', got {step!r}.")
+        if not np.isfinite(step_size) or step_size <= 0:
+            raise ValueError(
+                f"step_size must be a positive number, got {step_size}; "
+                "it is the initial Langevin step (default 0.1)."
+            )
+        if not 0.0 < target_accept_prob < 1.0:
+            raise ValueError(
+                f"target_accept_prob must be in (0, 1), got {target_accept_prob}."
+            )
+        if not 0.0 <= anneal_fraction <= 1.0:
+            raise ValueError(
+                f"anneal_fraction must be in [0, 1], got {anneal_fraction}."
+            )
+        if num_levels is not None and num_levels < 1:
+            raise ValueError(
+                f"num_levels must be a positive integer, got {num_levels}."
+            )
+        if isinstance(center, str) and center not in ("init", "shared"):
+            raise ValueError(
+                f"center={center!r} is not known: use 'init', 'shared' or an array."
+            )
+        self._model = model
+        self._potential_fn = potential_fn
+        self._step_size = float(step_size)
+        self._schedule = schedule
+        self._lambda_min = lambda_min
+        self._num_levels = num_levels
+        self._anneal_fraction = anneal_fraction
+        self._center = center
+        self._init_strategy = init_strategy
+        self._forward_mode = forward_mode_differentiation
+        self._dense_mass = dense_mass
+        self._options = sampler.SamplerOptions(
+            adjusted=step == "mala",
+            target_accept_prob=target_accept_prob,
+            adapt_step_size=adapt_step_size,
+            adapt_inv_mass=adapt_mass_matrix,
+            dense_mass=dense_mass,
+        )
+        self._potential_fn_gen = None
+        self._postprocess_fn_gen = None
+        self._unravel_fn = None
+        self._sample_fn = None
+
+    @property
+    def model(self) -> Callable | None:
+        return self._model
+
+    @property
+    def is_ensemble_kernel(self) -> bool:
+        return True
+
+    @property
+    def default_fields(self) -> tuple[str, ...]:
+        return (
+            "z",
+            "potential_energy",
+            "accept_prob",
+            "diverging",
+            "adapt_state.step_size",
+            "dilation_level",
+        )
+
+    def get_diagnostics_str(self, state: DilationState) -> str:
+        accept = float(jnp.mean(state.accept_prob))
+        level = float(jnp.mean(state.dilation_level))
+        eps = float(jnp.mean(state.adapt_state.step_size))
+        return f"acc. prob={accept:.2f}, l={level:.3g}, eps={eps:.3g}"
+
+    def postprocess_fn(self, args, kwargs):
+        if self._postprocess_fn_gen is None:
+            return identity
+        return self._postprocess_fn_gen(*args, **kwargs)
+
+    def _logdensity_and_grad(self, model_args, model_kwargs) -> Callable:
+        if self._model is not None:
+            potential_fn = self._potential_fn_gen(*model_args, **model_kwargs)
+        else:
+            potential_fn = self._potential_fn
+        unravel = self._unravel_fn
+        return _value_and_grad(lambda x: -potential_fn(unravel(x)), self._forward_mode)
+
+    def _check_chain_method(self) -> None:
+        mcmc = _calling_mcmc(self)
+        if mcmc is not None and mcmc.num_chains > 1:
+            raise ValueError(
+                "DilationKernel runs its chains as one population of particles: "
+                f"chain_method={mcmc.chain_method!r} is not supported with "
+                f"num_chains={mcmc.num_chains}. Use "
+                "MCMC(..., chain_method='vectorized')."
+            )
+
+    def _initial_params(self, keys, init_params, model_args, model_kwargs):
+        num_chains = keys.shape[0]
+        if self._model is not None:
+            info = initialize_model(
+                keys,
+                self._model,
+                init_strategy=self._init_strategy,
+                dynamic_args=True,
+                model_args=model_args,
+                model_kwargs=model_kwargs,
+                forward_mode_differentiation=self._forward_mode,
+            )
+            self._potential_fn_gen = info.potential_fn
+            self._postprocess_fn_gen = info.postprocess_fn
+            if not jax.tree.leaves(info.param_info.z):
+                raise ValueError(
+                    "The model has no latent sample site: there is nothing to "
+                    "sample. Every site is observed or deterministic."
+                )
+            if init_params is None:
+                init_params = info.param_info.z
+        elif init_params is None:
+            raise ValueError(
+                "With potential_fn, pass init_params to MCMC.run, with a leading "
+                f"axis of size num_chains={num_chains}."
+            )
+        leaves = jax.tree.leaves(init_params)
+        if not leaves:
+            raise ValueError("init_params is empty: there is nothing to sample.")
+        bad = [
+            jnp.shape(x)
+            for x in leaves
+            if jnp.ndim(x) < 1 or jnp.shape(x)[0] != num_chains
+        ]
+        if bad:
+            raise ValueError(
+                f"init_params must have a leading axis of size num_chains={num_chains}"
+                f" on every leaf; got shapes {bad}."
+            )
+        return init_params
+
+    def _centers(self, flat: Array) -> Array:
+        if isinstance(self._center, str):
+            if self._center == "shared":
+                return jnp.broadcast_to(jnp.mean(flat, axis=0), flat.shape)
+            return flat
+        center = jnp.asarray(self._center, flat.dtype)
+        if center.shape not in (flat.shape[1:], flat.shape):
+            raise ValueError(
+                f"center must have shape {flat.shape[1:]} (one shared centre) or "
+                f"{flat.shape} (one per chain) in unconstrained space; "
+                f"got {center.shape}."
+            )
+        return jnp.broadcast_to(center, flat.shape)
+
+    def init(
+        self,
+        rng_key: Array,
+        num_warmup: int,
+        init_params: Any = None,
+        model_args: tuple = (),
+        model_kwargs: dict | None = None,
+    ) -> DilationState:
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        single = is_prng_key(rng_key)
+        if single:
+            self._check_chain_method()
+            keys = rng_key[None]
+            if init_params is not None:
+                init_params = jax.tree.map(lambda x: jnp.asarray(x)[None], init_params)
+        else:
+            keys = rng_key
+        if single:
+            warnings.warn(
+                "DilationKernel with num_chains=1 runs a single particle: there is "
+                "no population to adapt the preconditioner, spread Dirac centres "
+                "or share statistics. Use num_chains >= 2 * dim (1024 is typical) "
+                "with chain_method='vectorized'.",
+                stacklevel=2,
+            )
+        init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
+        flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
+        self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
+        if not jnp.issubdtype(flat.dtype, jnp.floating):
+            flat = flat.astype(jnp.result_type(float))
+        logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
+        center = self._centers(flat)
+        values = jax.vmap(lambda x: logdensity_and_grad(x)[0])(center)
+        if not bool(jnp.all(jnp.isfinite(values))):
+            idx = np.flatnonzero(~np.isfinite(np.asarray(values)))[:10]
+            raise ValueError(
+                f"The potential is not finite at the initial centres of chains "
+                f"{idx.tolist()}: pass init_params (or center) inside the support."
+            )
+        num_anneal = int(round(self._anneal_fraction * num_warmup))
+        num_levels = self._num_levels or max(1, num_anneal // 5)
+        levels = make_levels(self._schedule, num_levels, self._lambda_min)
+        schedule = sampler.Schedule(
+            levels.astype(flat.dtype), jnp.asarray(num_anneal), jnp.asarray(num_warmup)
+        )
+        dim = flat.shape[1]
+        inv_mass = (
+            jnp.eye(dim, dtype=flat.dtype)
+            if self._dense_mass
+            else jnp.ones(dim, flat.dtype)
+        )
+        pop = sampler.init(
+            center, logdensity_and_grad, schedule, self._step_size, inv_mass
+        )
+        self._sample_fn = self.sample
+        return self._view(pop, keys[0], single)
+
+    def _view(self, pop: sampler.SamplerState, rng_key: Array, single: bool):
+        n = pop.position.shape[0]
+        x = sampler.target_position(pop)
+        per_chain = (
+            jnp.full(n, pop.iteration),
+            jax.vmap(self._unravel_fn)(x),
+            sampler.target_potential(pop),
+            pop.accept_prob,
+            pop.diverging,
+            jnp.full(n, pop.lam),
+            DilationAdaptState(
+                jnp.full(n, jnp.exp(pop.step_size.log_step_size), x.dtype)
+            ),
+        )
+        if single:
+            per_chain = jax.tree.map(lambda a: a[0], per_chain)
+        return DilationState(*per_chain, pop, rng_key)
+
+    def sample(
+        self, state: DilationState, model_args: tuple, model_kwargs: dict
+    ) -> DilationState:
+        single = jnp.ndim(state.potential_energy) == 0
+        logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs or {})
+        rng_key, key = jax.random.split(state.rng_key)
+        pop, _ = sampler.step(
+            key, state.sampler_state, logdensity_and_grad, self._options
+        )
+        return self._view(pop, rng_key, single)

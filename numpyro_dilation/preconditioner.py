@@ -1,0 +1,59 @@
+"""Preconditioner (inverse mass matrix) ``M = L L^T`` for Langevin steps.
+
+``M`` is diagonal (stored as a vector of shape ``(d,)``) or dense (``(d, d)``);
+``L`` is its elementwise square root or its lower Cholesky factor. The three
+operations a preconditioned Langevin step needs are ``M g``, ``L z`` and
+``L^{-1} v`` (to evaluate the Gaussian proposal density).
+"""
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+from jax import Array
+from jax.scipy.linalg import solve_triangular
+
+__all__ = ["Preconditioner", "make_preconditioner", "identity"]
+
+
+class Preconditioner(NamedTuple):
+    """``inv_mass`` is ``M``; ``sqrt_inv_mass`` is ``L`` with ``M = L L^T``."""
+
+    inv_mass: Array
+    sqrt_inv_mass: Array
+
+    @property
+    def is_dense(self) -> bool:
+        return self.inv_mass.ndim == 2
+
+    def apply(self, g: Array) -> Array:
+        """``M g``."""
+        return self.inv_mass @ g if self.is_dense else self.inv_mass * g
+
+    def scale_noise(self, z: Array) -> Array:
+        """``L z``: maps standard normal noise to ``N(0, M)``."""
+        return self.sqrt_inv_mass @ z if self.is_dense else self.sqrt_inv_mass * z
+
+    def whiten(self, v: Array) -> Array:
+        """``L^{-1} v``, so that ``|L^{-1} v|^2 = v^T M^{-1} v``."""
+        if self.is_dense:
+            return solve_triangular(self.sqrt_inv_mass, v, lower=True)
+        return v / self.sqrt_inv_mass
+
+    def log_det_sqrt(self) -> Array:
+        """``log det L = 1/2 log det M``."""
+        diag = jnp.diagonal(self.sqrt_inv_mass) if self.is_dense else self.sqrt_inv_mass
+        return jnp.sum(jnp.log(diag))
+
+
+def make_preconditioner(inv_mass: Array) -> Preconditioner:
+    """Build from ``M``: a vector (diagonal) or a symmetric positive-definite matrix."""
+    inv_mass = jnp.asarray(inv_mass)
+    if inv_mass.ndim == 2:
+        return Preconditioner(inv_mass, jnp.linalg.cholesky(inv_mass))
+    return Preconditioner(inv_mass, jnp.sqrt(inv_mass))
+
+
+def identity(dim: int, dense: bool = False, dtype=jnp.float32) -> Preconditioner:
+    """``M = I``."""
+    eye = jnp.eye(dim, dtype=dtype) if dense else jnp.ones(dim, dtype=dtype)
+    return Preconditioner(eye, eye)

@@ -1,0 +1,234 @@
+"""The annealed population sampler on flat arrays: phases, one step per iteration.
+
+Iteration ``t`` of a run with ``W`` warmup iterations, ``A <= W`` of them
+annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
+
+* ``t < A``   anneal: level ``l_t = levels[floor(t K / A)]``; each particle runs
+  Langevin steps on the dilated density ``p_l`` around its own centre, step
+  ``h = eps * l`` (scale-aware: this is a step ``eps`` on ``p`` in target
+  coordinates). The first iteration of a new level only re-evaluates the
+  particles under it (one gradient, no move), so every iteration costs exactly
+  one gradient per particle.
+* ``A <= t < W``  tune at ``l = 1``: the preconditioner is re-estimated from the
+  population every iteration; ``eps`` keeps adapting.
+* ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
+
+Particles start at their Dirac centres (``y = c``), which is the law ``p_0``.
+The state knows its own schedule, so a step needs nothing but the state.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from numpyro_dilation import adaptation, dilation_path, langevin
+from numpyro_dilation.preconditioner import make_preconditioner
+
+__all__ = ["Schedule", "SamplerOptions", "SamplerState", "SamplerInfo", "init", "step"]
+
+LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
+
+
+class Schedule(NamedTuple):
+    """Per-run phase lengths and levels (part of the state, not of the kernel)."""
+
+    levels: Array
+    num_anneal: Array
+    num_warmup: Array
+
+
+class SamplerOptions(NamedTuple):
+    """Static options. ``adjusted=False`` runs the paper's ULA (biased at l = 1)."""
+
+    adjusted: bool = True
+    target_accept_prob: float = 0.574
+    adaptation_gain: float = 1.0
+    adapt_step_size: bool = True
+    adapt_inv_mass: bool = True
+    dense_mass: bool = False
+
+
+class SamplerState(NamedTuple):
+    """Population state; ``logdensity`` and its gradient are those of ``p_lam``."""
+
+    iteration: Array
+    position: Array
+    center: Array
+    lam: Array
+    logdensity: Array
+    logdensity_grad: Array
+    accept_prob: Array
+    diverging: Array
+    step_size: adaptation.StepSizeState
+    inv_mass: Array
+    schedule: Schedule
+
+
+class SamplerInfo(NamedTuple):
+    is_rescale: Array
+
+
+def level_at(schedule: Schedule, t: Array) -> Array:
+    """``l_t = levels[floor(t K / A)]`` while annealing, then 1."""
+    num_levels = schedule.levels.shape[0]
+    k = jnp.minimum(
+        t * num_levels // jnp.maximum(schedule.num_anneal, 1), num_levels - 1
+    )
+    return jnp.where(t < schedule.num_anneal, schedule.levels[k], 1.0).astype(
+        schedule.levels.dtype
+    )
+
+
+def _evaluate(logdensity_and_grad_fn: LogDensityAndGrad, y, center, lam):
+    return jax.vmap(
+        lambda yi, ci: dilation_path.logdensity_and_score(
+            logdensity_and_grad_fn, yi, ci, lam
+        )
+    )(y, center)
+
+
+def target_potential(state: SamplerState) -> Array:
+    """``-log p(x)`` at each particle, from ``log p_l(y) = -d/2 log l + log p(x)``."""
+    d = state.position.shape[-1]
+    return -(state.logdensity + 0.5 * d * jnp.log(state.lam))
+
+
+def target_position(state: SamplerState) -> Array:
+    """``x = c + (y - c) / sqrt(l)`` for each particle."""
+    return dilation_path.to_target(state.position, state.center, state.lam)
+
+
+def init(
+    center: Array,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    schedule: Schedule,
+    step_size: float,
+    inv_mass: Array,
+) -> SamplerState:
+    """All particles at their centres (``y = c``), at the first level."""
+    n = center.shape[0]
+    lam = level_at(schedule, jnp.zeros((), int))
+    logdensity, grad = _evaluate(logdensity_and_grad_fn, center, center, lam)
+    return SamplerState(
+        iteration=jnp.zeros((), int),
+        position=center,
+        center=center,
+        lam=lam,
+        logdensity=logdensity,
+        logdensity_grad=grad,
+        accept_prob=jnp.ones(n, center.dtype),
+        diverging=jnp.zeros(n, bool),
+        step_size=adaptation.step_size_init(step_size),
+        inv_mass=inv_mass,
+        schedule=schedule,
+    )
+
+
+def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
+    """Re-evaluate every particle under the new level ``lam`` (y fixed).
+
+    A particle whose density is not finite there is flagged divergent and keeps
+    its target-space position instead (``y`` re-mapped so that ``x`` is unchanged).
+    """
+    logdensity, grad = _evaluate(
+        logdensity_and_grad_fn, state.position, state.center, lam
+    )
+    bad = ~(jnp.isfinite(logdensity) & jnp.all(jnp.isfinite(grad), axis=-1))
+    d = state.position.shape[-1]
+    # log p(x) and grad log p(x) at the unchanged x, from the cached values.
+    kept_logdensity = -target_potential(state) - 0.5 * d * jnp.log(lam)
+    kept_grad = state.logdensity_grad * jnp.sqrt(state.lam / lam)
+    kept = dilation_path.to_path(target_position(state), state.center, lam)
+    return state._replace(
+        position=jnp.where(bad[:, None], kept, state.position),
+        lam=lam,
+        logdensity=jnp.where(bad, kept_logdensity, logdensity),
+        logdensity_grad=jnp.where(bad[:, None], kept_grad, grad),
+        diverging=bad,
+    )
+
+
+def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``."""
+    h = jnp.exp(state.step_size.log_step_size) * lam
+    precond = make_preconditioner(state.inv_mass)
+
+    def one(key, y, c, logdensity, grad):
+        fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
+            logdensity_and_grad_fn, yi, c, lam
+        )
+        new, info = langevin.step(
+            key, langevin.LangevinState(y, logdensity, grad), fn, h, precond, adjusted
+        )
+        return new, info
+
+    keys = jax.random.split(key, state.position.shape[0])
+    new, info = jax.vmap(one)(
+        keys, state.position, state.center, state.logdensity, state.logdensity_grad
+    )
+    return state._replace(
+        position=new.position,
+        logdensity=new.logdensity,
+        logdensity_grad=new.logdensity_grad,
+        accept_prob=info.acceptance_rate,
+        diverging=info.is_divergent,
+    )
+
+
+def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> SamplerState:
+    t = state.iteration
+    schedule = state.schedule
+    in_warmup = t < schedule.num_warmup
+    step_size = state.step_size
+    if options.adapt_step_size:
+        window = jnp.maximum((schedule.num_warmup - schedule.num_anneal) // 4, 1)
+        updated = adaptation.step_size_update(
+            step_size,
+            jnp.mean(state.accept_prob),
+            options.target_accept_prob,
+            options.adaptation_gain,
+            t >= schedule.num_warmup - window,
+        )
+        updated = jax.tree.map(
+            lambda new, old: jnp.where(in_warmup & moved, new, old), updated, step_size
+        )
+        frozen = updated._replace(
+            log_step_size=jnp.log(adaptation.final_step_size(updated))
+        )
+        step_size = jax.tree.map(
+            lambda a, b: jnp.where(t == schedule.num_warmup - 1, a, b), frozen, updated
+        )
+    inv_mass = state.inv_mass
+    if options.adapt_inv_mass and state.position.shape[0] > 1:
+        tuning = in_warmup & (t >= schedule.num_anneal)
+        inv_mass = jax.lax.cond(
+            tuning,
+            lambda s: adaptation.population_inv_mass(
+                target_position(s), options.dense_mass
+            ).astype(s.inv_mass.dtype),
+            lambda s: s.inv_mass,
+            state,
+        )
+    return state._replace(step_size=step_size, inv_mass=inv_mass)
+
+
+def step(
+    key: Array,
+    state: SamplerState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    options: SamplerOptions,
+) -> tuple[SamplerState, SamplerInfo]:
+    """One iteration of the population (one gradient per particle)."""
+    lam = level_at(state.schedule, state.iteration)
+    is_rescale = lam != state.lam
+    state = jax.lax.cond(
+        is_rescale,
+        lambda s: _rescale(s, lam, logdensity_and_grad_fn),
+        lambda s: _move(key, s, lam, logdensity_and_grad_fn, options.adjusted),
+        state,
+    )
+    state = _adapt(state, options, ~is_rescale)
+    return state._replace(iteration=state.iteration + 1), SamplerInfo(is_rescale)
