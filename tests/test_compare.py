@@ -8,13 +8,19 @@ import pytest
 from numpyro.infer import NUTS
 
 from numpyro_dilation import DilationKernel, targets
-from numpyro_dilation.compare import Comparison, Run, _CompileTimer, compare
+from numpyro_dilation.compare import (
+    Comparison,
+    Run,
+    _CompileTimer,
+    _mode_table,
+    compare,
+)
 from numpyro_dilation.plots import latent_sites, plot_density, write_figures
 
 Y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
-# Two made-up "modes" in (mu, sigma): the table must report the shares of draws
-# nearest to each, whatever the posterior is.
-MODE_MEANS = np.array([[0.5, 2.0], [1.5, 2.0]])
+# Two made-up "modes" of mu: the table must report the shares of draws nearest
+# to each, whatever the posterior is.
+MODE_MEANS = np.array([[0.5], [1.5]])
 
 
 def normal_model(y):
@@ -35,6 +41,7 @@ def comparison() -> Comparison:
         seed=1,
         mode_means=MODE_MEANS,
         true_mode_weights=[0.25, 0.75],
+        mode_sites=["mu"],
     )
 
 
@@ -99,12 +106,9 @@ def test_differences_in_reference_sds(comparison):
 
 @pytest.mark.parametrize("name", ["NUTS", "DilationKernel"])
 def test_mode_weights(comparison, name):
-    posterior = comparison.idata[name].posterior
-    draws = np.stack(
-        [posterior["mu"].values.ravel(), posterior["sigma"].values.ravel()], -1
-    )
-    nearest = np.argmin(((draws[:, None, :] - MODE_MEANS[None]) ** 2).sum(-1), axis=1)
-    shares = np.bincount(nearest, minlength=2) / len(draws)
+    mu = comparison.idata[name].posterior["mu"].values.ravel()
+    nearest = np.where(mu < 1.0, 0, 1)
+    shares = np.bincount(nearest, minlength=2) / len(mu)
     np.testing.assert_allclose(comparison.mode_weights[name], shares, atol=1e-6)
     np.testing.assert_allclose(comparison.mode_weights["target"], [0.25, 0.75])
     row = comparison.table.loc[name]
@@ -186,3 +190,8 @@ def test_bad_arguments_are_named():
             Y,
             kernels=[Run(DilationKernel(normal_model), chain_method="sequential")],
         )
+
+
+def test_mode_means_of_the_wrong_dimension_are_named(comparison):
+    with pytest.raises(ValueError, match="mode_sites"):
+        _mode_table(comparison.idata, np.zeros((2, 3)), None, None)
