@@ -8,7 +8,10 @@ of ``numpyro_dilation.targets`` and writes
   table against the known answers (included by docs/benchmarks.md);
 * ``docs/img/bench_*.png``: the figures of docs/benchmarks.md.
 
-    python benchmarks/compare_nuts.py            # about 10 minutes on 2 cores
+A run with ``--quick`` or ``--only`` writes both under ``out/benchmarks/``
+instead, so that only the full run updates the documentation.
+
+    python benchmarks/compare_nuts.py            # about 5 minutes on 2 cores
     python benchmarks/compare_nuts.py --quick    # a small budget, to try it
 """
 
@@ -159,6 +162,11 @@ def main(quick: bool = False, only: list[str] | None = None, seed: int = 0) -> P
         if quick
         else {"num_warmup": 500, "num_samples": 500, "num_particles": 1024}
     )
+    partial = quick or bool(only)
+    results = (
+        ROOT / "out" / "benchmarks" if partial else ROOT / "benchmarks" / "results"
+    )
+    img = ROOT / "out" / "benchmarks" if partial else ROOT / "docs" / "img"
     cost_rows, accuracy_rows, figures = [], [], []
     for name, (inputs, accuracy, kinds) in benchmarks().items():
         if only and name not in only:
@@ -187,12 +195,17 @@ def main(quick: bool = False, only: list[str] | None = None, seed: int = 0) -> P
                     }
                 )
         for kind in kinds:
-            path = ROOT / "docs" / "img" / f"bench_{name}_{kind}.png"
+            path = img / f"bench_{name}_{kind}.png"
             figures.append(_figure(kind, c, path))
     cost = pd.DataFrame(cost_rows)
     columns = ["target", "sampler", "chains", "warmup", "samples", *COST_COLUMNS]
     accuracy = pd.DataFrame(accuracy_rows)
-    command = "python benchmarks/compare_nuts.py" + (" --quick" if quick else "")
+    command = " ".join(
+        ["python benchmarks/compare_nuts.py"]
+        + (["--quick"] if quick else [])
+        + [f"--only {name}" for name in only or []]
+        + ([f"--seed {seed}"] if seed else [])
+    )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
@@ -209,7 +222,7 @@ def main(quick: bool = False, only: list[str] | None = None, seed: int = 0) -> P
             _markdown(accuracy),
         ]
     )
-    out = ROOT / "benchmarks" / "results" / "compare_nuts.md"
+    out = results / "compare_nuts.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
     print(text)

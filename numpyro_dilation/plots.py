@@ -130,7 +130,10 @@ def plot_pair(
                 ax.set_ylabel(labels[i])
     fig.suptitle(f"Pairs of the first {k} parameters (at most {max_points} draws each)")
     fig.tight_layout()
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right")
+    # the empty top-right corner holds the legend (the only panel if k = 1)
+    axes[0, k - 1].legend(
+        *axes[0, 0].get_legend_handles_labels(), loc="upper right", markerscale=4
+    )
     return _save(fig, path)
 
 
