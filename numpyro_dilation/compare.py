@@ -231,6 +231,11 @@ def _as_runs(
         )
     if not runs:
         raise ValueError("kernels is empty: pass at least one kernel.")
+    if len({id(r.kernel) for r in runs}) != len(runs):
+        raise ValueError(
+            "The same kernel object appears twice in kernels: a kernel keeps the "
+            "state of its run, so pass a fresh kernel for each entry."
+        )
     return runs
 
 
@@ -456,7 +461,8 @@ def compare(
     :param progress: called with a line of text before and after each run.
     :param progress_bar: show NumPyro's progress bars (their per-iteration
         updates slow the runs down, and so the timings).
-    :param kwargs: keyword arguments of the model.
+    :param kwargs: keyword arguments of the model (other than the names of
+        the parameters above).
     """
     for name, value, minimum in [
         ("num_warmup", num_warmup, 1),

@@ -176,6 +176,9 @@ def test_compile_timer_counts_nested_spans_once():
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unique"):
         compare(normal_model, Y, kernels=[NUTS(normal_model), NUTS(normal_model)])
+    nuts = NUTS(normal_model)
+    with pytest.raises(ValueError, match="fresh kernel"):
+        compare(normal_model, Y, kernels={"a": nuts, "b": nuts})
     with pytest.raises(TypeError, match="NumPyro MCMC kernels"):
         compare(normal_model, Y, kernels=[normal_model])
     with pytest.raises(ValueError, match="num_samples"):
