@@ -25,6 +25,8 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer.initialization import init_to_uniform
 
@@ -84,7 +86,7 @@ def _funnel_accuracy(c: Comparison, name: str) -> dict:
     }
 
 
-def _logistic_accuracy(c: Comparison, name: str) -> dict:
+def _against_nuts(c: Comparison, name: str) -> dict:
     if name == c.reference:
         return {}
     return {
@@ -94,6 +96,20 @@ def _logistic_accuracy(c: Comparison, name: str) -> dict:
         "sd ratio to NUTS, min": float(c.parameters[(name, "sd_ratio")].min()),
         "sd ratio to NUTS, max": float(c.parameters[(name, "sd_ratio")].max()),
     }
+
+
+def linear_regression(x: np.ndarray, y: np.ndarray) -> None:
+    """y ~ N(intercept + slope x, sigma^2) with a HalfNormal(5) noise scale."""
+    intercept = numpyro.sample("intercept", dist.Normal(0.0, 10.0))
+    slope = numpyro.sample("slope", dist.Normal(0.0, 10.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+    numpyro.sample("y", dist.Normal(intercept + slope * x, sigma), obs=y)
+
+
+def linear_regression_data(num_points: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """y = 1 + 2 x + N(0, 0.5^2) at num_points points of [-2, 2] (seed 0)."""
+    x = np.linspace(-2.0, 2.0, num_points)
+    return x, 1.0 + 2.0 * x + np.random.default_rng(0).normal(0.0, 0.5, num_points)
 
 
 def benchmarks() -> dict[str, tuple[Callable[[], dict], Callable, list[str]]]:
@@ -123,13 +139,22 @@ def benchmarks() -> dict[str, tuple[Callable[[], dict], Callable, list[str]]]:
             _funnel_accuracy,
             ["pair"],
         ),
+        "linear_regression": (
+            lambda: {
+                "model": linear_regression,
+                "args": linear_regression_data(),
+                "options": {},
+            },
+            _against_nuts,
+            [],
+        ),
         "breast_cancer_logistic": (
             lambda: {
                 "model": targets.logistic_regression_model,
                 "args": targets.breast_cancer_data(),
                 "options": {},
             },
-            _logistic_accuracy,
+            _against_nuts,
             [],
         ),
     }
