@@ -10,7 +10,8 @@ annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
   particles under it (one gradient, no move), so every iteration costs exactly
   one gradient per particle.
 * ``A <= t < W``  tune at ``l = 1``: the preconditioner is re-estimated from the
-  population every iteration; ``eps`` keeps adapting.
+  population every iteration; ``eps`` keeps adapting; particles stuck far out
+  in the tails are replaced by copies of others (``stragglers``).
 * ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
 
 Particles start at their Dirac centres (``y = c``), which is the law ``p_0``.
@@ -24,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation import adaptation, dilation_path, langevin
+from numpyro_dilation import adaptation, dilation_path, langevin, stragglers
 from numpyro_dilation.preconditioner import make_preconditioner
 
 __all__ = ["Schedule", "SamplerOptions", "SamplerState", "SamplerInfo", "init", "step"]
@@ -178,6 +179,17 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
     )
 
 
+def _replace_stragglers(key, state: SamplerState) -> SamplerState:
+    """Warmup only: see ``stragglers``; every per-particle field is copied."""
+    fields = ("position", "center", "logdensity", "logdensity_grad", "accept_prob")
+    copied, _ = stragglers.replace_stragglers(
+        jax.random.fold_in(key, 1),
+        {name: getattr(state, name) for name in fields},
+        target_potential(state),
+    )
+    return state._replace(**copied)
+
+
 def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> SamplerState:
     t = state.iteration
     schedule = state.schedule
@@ -231,4 +243,11 @@ def step(
         state,
     )
     state = _adapt(state, options, ~is_rescale)
+    if state.position.shape[0] > 1:
+        tuning = (state.iteration >= state.schedule.num_anneal) & (
+            state.iteration < state.schedule.num_warmup
+        )
+        state = jax.lax.cond(
+            tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
+        )
     return state._replace(iteration=state.iteration + 1), SamplerInfo(is_rescale)
