@@ -36,17 +36,22 @@ def test_healthy_populations_raise_nothing():
 
 def test_each_check_fires_on_its_fault():
     accept, diverging, before, after = healthy(0)
-    assert "acceptance" in population_warnings(
-        np.full(N, 0.05), diverging, before, after, K, "here"
-    )[0]
-    assert "divergent" in population_warnings(
-        accept, np.arange(N) < N // 10, before, after, K, "here"
-    )[0]
+    assert (
+        "acceptance"
+        in population_warnings(np.full(N, 0.05), diverging, before, after, K, "here")[0]
+    )
+    assert (
+        "divergent"
+        in population_warnings(
+            accept, np.arange(N) < N // 10, before, after, K, "here"
+        )[0]
+    )
     stuck = after.copy()
     stuck[: N // 5] = before[: N // 5]
-    assert "did not move" in population_warnings(
-        accept, diverging, before, stuck, K, "here"
-    )[0]
+    assert (
+        "did not move"
+        in population_warnings(accept, diverging, before, stuck, K, "here")[0]
+    )
     # 8% of the particles jump from the mode at -2 to the mode at +2 in the
     # window: mass flowing between modes shifts the mean by 0.32, about 8
     # standard errors of the paired differences (sd ~ 1.2, n = 512).
