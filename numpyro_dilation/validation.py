@@ -1,7 +1,7 @@
 """Reference posteriors with exact answers, and errors in units of Monte Carlo error.
 
-``z_scores`` compares draws of one scalar, shape ``(chains, draws)`` (chains are
-particles), with its exact mean, sd and quantiles. Standard errors use the
+``compare`` checks draws of one scalar, shape ``(chains, draws)`` (chains are
+particles), against its exact mean, sd and quantiles. Standard errors use the
 effective sample size of the quantity averaged
 (``numpyro.diagnostics.effective_sample_size``: Geyer's initial monotone
 sequence over all chains):
@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import scipy.linalg
 import scipy.stats
 from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC
@@ -41,7 +42,12 @@ from numpyro_dilation.kernel import DilationKernel
 __all__ = [
     "Z_MAX",
     "ess",
+    "Comparison",
+    "compare",
     "z_scores",
+    "ula_stationary_covariance",
+    "ULAGaussianRun",
+    "run_ula_gaussian",
     "Marginal",
     "ReferenceCase",
     "reference_cases",
@@ -59,23 +65,103 @@ def ess(x: np.ndarray) -> float:
     return float(effective_sample_size(x))
 
 
+class Comparison(NamedTuple):
+    """An estimate, its exact value and its Monte Carlo standard error."""
+
+    estimate: float
+    exact: float
+    se: float
+
+    @property
+    def z(self) -> float:
+        return (self.estimate - self.exact) / self.se
+
+
+def compare(
+    draws: np.ndarray,
+    mean: float,
+    sd: float | None,
+    quantiles: dict[float, float] | None = None,
+) -> dict[str, Comparison]:
+    """The mean, the sd (unless ``None``) and ``F(x_q)`` per exact quantile ``x_q``
+    (keys ``"mean"``, ``"sd"``, ``"F(q0.05)"``...), each with its standard error."""
+    x = np.asarray(draws, float)
+    out = {"mean": Comparison(x.mean(), mean, x.std() / math.sqrt(ess(x)))}
+    if sd is not None:
+        sq = (x - mean) ** 2
+        s = math.sqrt(sq.mean())
+        out["sd"] = Comparison(s, sd, sq.std() / (2 * s * math.sqrt(ess(sq))))
+    for q, x_q in (quantiles or {}).items():
+        below = (x <= x_q).astype(float)
+        se = math.sqrt(q * (1 - q) / ess(below))
+        out[f"F(q{q:g})"] = Comparison(below.mean(), q, se)
+    return out
+
+
 def z_scores(
     draws: np.ndarray,
     mean: float,
     sd: float | None,
     quantiles: dict[float, float] | None = None,
 ) -> dict[str, float]:
-    """z-scores of the mean, the sd (unless ``None``) and ``F(x_q)`` per quantile."""
-    x = np.asarray(draws, float)
-    z = {"mean": (x.mean() - mean) / (x.std() / math.sqrt(ess(x)))}
-    if sd is not None:
-        sq = (x - mean) ** 2
-        s = math.sqrt(sq.mean())
-        z["sd"] = (s - sd) / (sq.std() / (2 * s * math.sqrt(ess(sq))))
-    for q, x_q in (quantiles or {}).items():
-        below = (x <= x_q).astype(float)
-        z[f"q{q:g}"] = (below.mean() - q) / math.sqrt(q * (1 - q) / ess(below))
-    return z
+    """The z-scores of ``compare``."""
+    return {k: c.z for k, c in compare(draws, mean, sd, quantiles).items()}
+
+
+def ula_stationary_covariance(
+    cov: np.ndarray, step_size: float, inv_mass: np.ndarray
+) -> np.ndarray:
+    """Stationary covariance of ULA on ``N(mu, cov)`` with diagonal preconditioner
+    ``M`` and step ``h``: ``x' - mu = A (x - mu) + sqrt(2h) M^{1/2} z`` with
+    ``A = I - h M cov^{-1}``, so ``V = A V A^T + 2h M`` (discrete Lyapunov)."""
+    a = np.eye(len(cov)) - step_size * np.diag(inv_mass) @ np.linalg.inv(cov)
+    return scipy.linalg.solve_discrete_lyapunov(a, 2 * step_size * np.diag(inv_mass))
+
+
+class ULAGaussianRun(NamedTuple):
+    """ULA draws ``(chains, draws, 3)`` of ``N(mean, cov)``, the frozen step size
+    and preconditioner, and the exact stationary covariance they imply."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    draws: np.ndarray
+    step_size: float
+    inv_mass: np.ndarray
+    stationary_cov: np.ndarray
+
+
+def run_ula_gaussian(
+    num_chains: int, num_warmup: int, num_samples: int, seed: int = 0
+) -> ULAGaussianRun:
+    """DilationKernel(step="ula") on a fixed correlated 3-d Gaussian."""
+    rng = np.random.default_rng(0)
+    b = rng.normal(size=(3, 3))
+    cov = b @ b.T / 3 + 0.5 * np.eye(3)
+    mean = rng.normal(size=3)
+    precision = jnp.asarray(np.linalg.inv(cov))
+
+    def potential(x):
+        return 0.5 * (x - mean) @ precision @ (x - mean)
+
+    mcmc = MCMC(
+        DilationKernel(potential_fn=potential, step="ula"),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(seed), init_params=_spread_init(3)(num_chains))
+    step_size = float(mcmc.get_extra_fields()["adapt_state.step_size"][-1])
+    inv_mass = np.asarray(mcmc.last_state.sampler_state.inv_mass, float)
+    return ULAGaussianRun(
+        mean,
+        cov,
+        np.asarray(mcmc.get_samples(group_by_chain=True)),
+        step_size,
+        inv_mass,
+        ula_stationary_covariance(cov, step_size, inv_mass),
+    )
 
 
 class Marginal(NamedTuple):
@@ -227,8 +313,8 @@ def run_case(
     num_warmup: int,
     num_samples: int,
     seed: int = 0,
-) -> tuple[MCMC, dict[str, dict[str, float]]]:
-    """Run ``case`` and return the MCMC object and the z-scores per marginal."""
+) -> tuple[MCMC, dict[str, dict[str, Comparison]]]:
+    """Run ``case``; return the MCMC object and the comparisons per marginal."""
     mcmc = MCMC(
         case.kernel(step),
         num_warmup=num_warmup,
@@ -240,6 +326,6 @@ def run_case(
     mcmc.run(jax.random.PRNGKey(seed), init_params=case.init(num_chains))
     samples = mcmc.get_samples(group_by_chain=True)
     return mcmc, {
-        m.label: z_scores(m.select(samples), m.mean, m.sd, m.quantiles)
+        m.label: compare(m.select(samples), m.mean, m.sd, m.quantiles)
         for m in case.marginals()
     }
