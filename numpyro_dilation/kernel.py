@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jax import Array
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
@@ -22,7 +23,7 @@ from numpyro.infer.mcmc import MCMC, MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_dilation import sampler
+from numpyro_dilation import diagnostics, sampler
 from numpyro_dilation.schedules import ScheduleLike, make_levels
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
@@ -35,7 +36,7 @@ class DilationAdaptState(NamedTuple):
 
 
 class DilationState(NamedTuple):
-    """State of the vectorized chains; every field but the last two has a chain axis.
+    """State of the vectorized chains; every field but the last three has a chain axis.
 
     - **i**: iteration counter (MCMC never resets it; it decides the phase).
     - **z**: unconstrained sample (target space), a pytree like ``init_params``.
@@ -46,6 +47,8 @@ class DilationState(NamedTuple):
     - **dilation_level**: the current level ``l`` of the dilation path.
     - **adapt_state**: ``step_size``.
     - **sampler_state**: the pure-JAX population state.
+    - **warmup_reference**: target-space positions kept for the end-of-warmup
+      checks (``diagnostics.monitor``).
     - **rng_key**: one key for the population.
     """
 
@@ -57,6 +60,7 @@ class DilationState(NamedTuple):
     dilation_level: Array
     adapt_state: DilationAdaptState
     sampler_state: sampler.SamplerState
+    warmup_reference: Array
     rng_key: Array
 
 
@@ -79,6 +83,30 @@ def _calling_mcmc(kernel: "DilationKernel") -> MCMC | None:
             return candidate
         frame = frame.f_back
     return None
+
+
+def _raise_for_discrete_sites(model, model_args, model_kwargs, err) -> None:
+    """Turn NumPyro's failure on discrete latent sites into an error naming the fix."""
+    trace = numpyro.handlers.trace(
+        numpyro.handlers.seed(model, jax.random.PRNGKey(0))
+    ).get_trace(*model_args, **model_kwargs)
+    discrete = [
+        name
+        for name, site in trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and site["fn"].support.is_discrete
+    ]
+    if discrete:
+        raise ValueError(
+            f"DilationKernel samples continuous latent sites; {discrete} are "
+            "discrete and NumPyro cannot enumerate them here "
+            f"({type(err).__name__}: {err}). Marginalise them out of the model "
+            "(sum the likelihood over their values, e.g. with MixtureSameFamily), "
+            "or, for sites with finite support, mark them "
+            "infer={'enumerate': 'parallel'} and install funsor "
+            "(pip install funsor) so that NumPyro sums them out."
+        ) from err
 
 
 class DilationKernel(MCMCKernel):
@@ -253,15 +281,19 @@ class DilationKernel(MCMCKernel):
     def _initial_params(self, keys, init_params, model_args, model_kwargs):
         num_chains = keys.shape[0]
         if self._model is not None:
-            info = initialize_model(
-                keys,
-                self._model,
-                init_strategy=self._init_strategy,
-                dynamic_args=True,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-                forward_mode_differentiation=self._forward_mode,
-            )
+            try:
+                info = initialize_model(
+                    keys,
+                    self._model,
+                    init_strategy=self._init_strategy,
+                    dynamic_args=True,
+                    model_args=model_args,
+                    model_kwargs=model_kwargs,
+                    forward_mode_differentiation=self._forward_mode,
+                )
+            except (ImportError, RuntimeError) as err:
+                _raise_for_discrete_sites(self._model, model_args, model_kwargs, err)
+                raise
             self._potential_fn_gen = info.potential_fn
             self._postprocess_fn_gen = info.postprocess_fn
             if not jax.tree.leaves(info.param_info.z):
@@ -330,6 +362,15 @@ class DilationKernel(MCMCKernel):
                 "with chain_method='vectorized'.",
                 stacklevel=2,
             )
+        if num_warmup < diagnostics.MIN_WARMUP:
+            warnings.warn(
+                f"num_warmup={num_warmup} is too short for DilationKernel to anneal "
+                "the particles and adapt the step size and preconditioner, and for "
+                "the end-of-warmup checks: raise num_warmup to at least "
+                f"{diagnostics.MIN_WARMUP} (500 is typical).",
+                diagnostics.DilationWarning,
+                stacklevel=2,
+            )
         init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
         self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
@@ -360,9 +401,10 @@ class DilationKernel(MCMCKernel):
             center, logdensity_and_grad, schedule, self._step_size, inv_mass
         )
         self._sample_fn = self.sample
-        return self._view(pop, keys[0], single)
+        reference = sampler.target_position(pop)
+        return self._view(pop, reference, keys[0], single)
 
-    def _view(self, pop: sampler.SamplerState, rng_key: Array, single: bool):
+    def _view(self, pop: sampler.SamplerState, reference, rng_key: Array, single):
         n = pop.position.shape[0]
         x = sampler.target_position(pop)
         per_chain = (
@@ -378,7 +420,7 @@ class DilationKernel(MCMCKernel):
         )
         if single:
             per_chain = jax.tree.map(lambda a: a[0], per_chain)
-        return DilationState(*per_chain, pop, rng_key)
+        return DilationState(*per_chain, pop, reference, rng_key)
 
     def sample(
         self, state: DilationState, model_args: tuple, model_kwargs: dict
@@ -389,4 +431,5 @@ class DilationKernel(MCMCKernel):
         pop, _ = sampler.step(
             key, state.sampler_state, logdensity_and_grad, self._options
         )
-        return self._view(pop, rng_key, single)
+        reference = diagnostics.monitor(pop, state.warmup_reference)
+        return self._view(pop, reference, rng_key, single)

@@ -115,6 +115,7 @@ def step(
     its move, a free measure of its discretisation error used to adapt ``h``.
     """
     key_prop, key_acc = jax.random.split(key)
+    step_size = jnp.asarray(step_size, state.position.dtype)
     position = propose(key_prop, state, step_size, precond)
     proposal = init(position, logdensity_and_grad_fn)
     finite = jnp.isfinite(proposal.logdensity) & jnp.all(
