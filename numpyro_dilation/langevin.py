@@ -30,9 +30,11 @@ __all__ = [
     "LangevinInfo",
     "init",
     "propose",
+    "propose_from_noise",
     "log_proposal_density",
     "log_acceptance_ratio",
     "step",
+    "step_from_noise",
 ]
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
@@ -64,6 +66,13 @@ def propose(
 ) -> Array:
     """``x' = x + h M g + sqrt(2h) L z``."""
     z = jax.random.normal(key, state.position.shape, state.position.dtype)
+    return propose_from_noise(z, state, step_size, precond)
+
+
+def propose_from_noise(
+    z: Array, state: LangevinState, step_size: Array, precond: Preconditioner
+) -> Array:
+    """``x' = x + h M g + sqrt(2h) L z`` for given standard normal noise ``z``."""
     drift = step_size * precond.apply(state.logdensity_grad)
     return state.position + drift + jnp.sqrt(2 * step_size) * precond.scale_noise(z)
 
@@ -115,7 +124,29 @@ def step(
     its move, a free measure of its discretisation error used to adapt ``h``.
     """
     key_prop, key_acc = jax.random.split(key)
-    position = propose(key_prop, state, step_size, precond)
+    z = jax.random.normal(key_prop, state.position.shape, state.position.dtype)
+    log_uniform = jnp.log(jax.random.uniform(key_acc))
+    return step_from_noise(
+        z, log_uniform, state, logdensity_and_grad_fn, step_size, precond, adjusted
+    )
+
+
+def step_from_noise(
+    z: Array,
+    log_uniform: Array,
+    state: LangevinState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    step_size: Array,
+    precond: Preconditioner,
+    adjusted: bool = True,
+) -> tuple[LangevinState, LangevinInfo]:
+    """:func:`step` with its randomness given: ``z ~ N(0, I)`` drives the proposal
+    and ``log_uniform = log U``, ``U ~ U(0, 1)``, the accept test.
+
+    A population draws both for all its particles in one call each, which is
+    cheaper than one key per particle when the target is cheap.
+    """
+    position = propose_from_noise(z, state, step_size, precond)
     proposal = init(position, logdensity_and_grad_fn)
     finite = jnp.isfinite(proposal.logdensity) & jnp.all(
         jnp.isfinite(proposal.logdensity_grad)
@@ -123,10 +154,7 @@ def step(
     log_ratio = log_acceptance_ratio(state, proposal, step_size, precond)
     log_ratio = jnp.where(finite & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    if adjusted:
-        is_accepted = jnp.log(jax.random.uniform(key_acc)) < log_ratio
-    else:
-        is_accepted = finite
+    is_accepted = log_uniform < log_ratio if adjusted else finite
     new_state = jax.tree.map(
         lambda new, old: jnp.where(is_accepted, new, old), proposal, state
     )
