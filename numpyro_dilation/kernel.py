@@ -337,13 +337,6 @@ class DilationKernel(MCMCKernel):
             flat = flat.astype(jnp.result_type(float))
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
         center = self._centers(flat)
-        values = jax.vmap(lambda x: logdensity_and_grad(x)[0])(center)
-        if not bool(jnp.all(jnp.isfinite(values))):
-            idx = np.flatnonzero(~np.isfinite(np.asarray(values)))[:10]
-            raise ValueError(
-                f"The potential is not finite at the initial centres of chains "
-                f"{idx.tolist()}: pass init_params (or center) inside the support."
-            )
         num_anneal = int(round(self._anneal_fraction * num_warmup))
         num_levels = self._num_levels or max(1, num_anneal // 5)
         levels = make_levels(self._schedule, num_levels, self._lambda_min)
@@ -359,6 +352,12 @@ class DilationKernel(MCMCKernel):
         pop = sampler.init(
             center, logdensity_and_grad, schedule, self._step_size, inv_mass
         )
+        if not bool(jnp.all(jnp.isfinite(pop.logdensity))):
+            idx = np.flatnonzero(~np.isfinite(np.asarray(pop.logdensity)))[:10]
+            raise ValueError(
+                f"The potential is not finite at the initial centres of chains "
+                f"{idx.tolist()}: pass init_params (or center) inside the support."
+            )
         self._sample_fn = self.sample
         return self._view(pop, keys[0], single)
 
