@@ -24,6 +24,7 @@ from numpyro.util import identity, is_prng_key
 
 from numpyro_dilation import sampler
 from numpyro_dilation.schedules import ScheduleLike, make_levels
+from numpyro_dilation.sharding import particle_sharding, shard_particles
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -119,6 +120,14 @@ class DilationKernel(MCMCKernel):
         shape ``(d,)`` or ``(num_chains, d)``.
     :param init_strategy: per-site initialisation (NumPyro's), for ``model``.
     :param forward_mode_differentiation: use forward-mode autodiff.
+    :param shard_particles: split the particles evenly over all devices
+        (``jax.devices()``: every GPU, and every host's in a multi-host JAX
+        cluster) so that each computes its share of the gradients; the
+        population statistics are reduced across devices and the draws are
+        those of one device up to the order of floating-point sums
+        (``numpyro_dilation.sharding``). ``None`` (default): whenever there is
+        more than one device and ``num_chains`` is a multiple of their number;
+        ``True``: always (an error otherwise); ``False``: never.
 
     **Example**
 
@@ -149,6 +158,7 @@ class DilationKernel(MCMCKernel):
         center: str | Array = "init",
         init_strategy: Callable = init_to_uniform,
         forward_mode_differentiation: bool = False,
+        shard_particles: bool | None = None,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError(
@@ -190,6 +200,7 @@ class DilationKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
         self._dense_mass = dense_mass
+        self._shard = shard_particles
         self._options = sampler.SamplerOptions(
             adjusted=step == "mala",
             target_accept_prob=target_accept_prob,
@@ -359,7 +370,28 @@ class DilationKernel(MCMCKernel):
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        return self._view(pop, keys[0], single)
+        state = self._view(pop, keys[0], single)
+        sharding = self._particle_sharding(center.shape[0])
+        if sharding is None:
+            return state
+        placed = shard_particles(state._replace(rng_key=None), sharding, len(center))
+        return placed._replace(rng_key=state.rng_key)
+
+    def _particle_sharding(self, num_particles: int):
+        if self._shard is False or num_particles == 1:
+            return None
+        sharding = particle_sharding(num_particles)
+        num_devices = jax.device_count()
+        if sharding is None and num_devices > 1:
+            message = (
+                f"num_chains={num_particles} particles do not split evenly over "
+                f"{num_devices} devices: pass a multiple of {num_devices} to use "
+                "them all"
+            )
+            if self._shard:
+                raise ValueError(message + " (shard_particles=True).")
+            warnings.warn(message + "; running on one device.", stacklevel=3)
+        return sharding
 
     def _view(self, pop: sampler.SamplerState, rng_key: Array, single: bool):
         n = pop.position.shape[0]
