@@ -129,6 +129,13 @@ class DilationKernel(MCMCKernel):
         more than one device and ``num_chains`` is a multiple of their number;
         ``True``: always (an error otherwise); ``False``: never.
 
+    **Memory.** The state is a few ``num_chains x d`` arrays. ``MCMC`` keeps
+    ``num_chains x num_samples / thinning`` draws (plus one value per chain per
+    draw for each default field), and holds them twice for a moment at the end
+    of a run while it puts chains first. To keep a large population's draws
+    small, thin them: ``MCMC(..., thinning=10)`` keeps every tenth draw of every
+    particle (docs/benchmarks-performance.md measures the peak).
+
     **Example**
 
     .. code-block:: python
