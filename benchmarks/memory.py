@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        out = _run(args.particles, args.samples, args.dim, args.thinning[0], args.warmup)
+        out = _run(
+            args.particles, args.samples, args.dim, args.thinning[0], args.warmup
+        )
         print("RESULT " + json.dumps(out), flush=True)
         return [out]
     rows = []
@@ -88,11 +90,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             raise RuntimeError(proc.stderr[-3000:])
         row = json.loads(lines[-1][len("RESULT ") :])
         rows.append(row)
+        draws_mib, peak_mib = row["draws_bytes"] / 2**20, row["peak_bytes"] / 2**20
         print(
             f"{row['particles']} particles x {row['samples']} iterations x "
-            f"d={row['dim']}, thinning={row['thinning']}: draws "
-            f"{row['draws_bytes'] / 2**20:.0f} MiB, peak {row['peak_bytes'] / 2**20:.0f}"
-            f" MiB ({row['peak_bytes'] / row['draws_bytes']:.2f}x the draws; "
+            f"d={row['dim']}, thinning={row['thinning']}: draws {draws_mib:.0f} MiB, "
+            f"peak {peak_mib:.0f} MiB ({peak_mib / draws_mib:.2f}x the draws; "
             f"{row['peak_kind']}, {row['device']})",
             flush=True,
         )
