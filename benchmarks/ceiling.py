@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["mala_draws", "mala_final"]
+__all__ = ["mala"]
 
 
 def _mala_step(value_and_grad: Callable, step_size: Array, inv_mass: Array):
@@ -51,37 +51,24 @@ def _mala_step(value_and_grad: Callable, step_size: Array, inv_mass: Array):
     return step
 
 
-def _start(logdensity_fn, x, step_size, inv_mass):
+def mala(
+    logdensity_fn: Callable[[Array], Array],
+    key: Array,
+    x: Array,
+    step_size: Array,
+    inv_mass: Array,
+    num_steps: int,
+    collect: bool,
+) -> Array:
+    """``num_steps`` MALA iterations of the population ``x`` (n, d). Returns the
+    draws, shape (n, num_steps, d) (chains first, as NumPyro groups them), with
+    ``collect``; else the final population, collecting nothing."""
     value_and_grad = jax.vmap(jax.value_and_grad(logdensity_fn))
-    logp, grad = value_and_grad(x)
-    return _mala_step(value_and_grad, step_size, inv_mass), (x, logp, grad)
-
-
-def mala_draws(
-    logdensity_fn: Callable[[Array], Array],
-    key: Array,
-    x: Array,
-    step_size: Array,
-    inv_mass: Array,
-    num_steps: int,
-) -> Array:
-    """``num_steps`` MALA iterations of the population ``x`` (n, d); returns the
-    draws, shape (n, num_steps, d) (chains first, as NumPyro groups them)."""
-    step, carry = _start(logdensity_fn, x, step_size, inv_mass)
-    _, draws = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
-    return jnp.swapaxes(draws, 0, 1)
-
-
-def mala_final(
-    logdensity_fn: Callable[[Array], Array],
-    key: Array,
-    x: Array,
-    step_size: Array,
-    inv_mass: Array,
-    num_steps: int,
-) -> Array:
-    """The same iterations without collecting anything: the final population."""
-    step, carry = _start(logdensity_fn, x, step_size, inv_mass)
+    step = _mala_step(value_and_grad, step_size, inv_mass)
+    carry = (x, *value_and_grad(x))
+    if collect:
+        _, draws = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+        return jnp.swapaxes(draws, 0, 1)
 
     def body(i, carry):
         return step(carry, jax.random.fold_in(key, i))[0]

@@ -258,7 +258,7 @@ def _ceiling(model, model_args, key, tuned, num_warmup, num_samples):
     from numpyro.infer.util import initialize_model
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from ceiling import mala_draws, mala_final
+    from ceiling import mala
 
     from numpyro_dilation.sampler import target_position
 
@@ -275,10 +275,9 @@ def _ceiling(model, model_args, key, tuned, num_warmup, num_samples):
 
     args = (key, x0, step_size, inv_mass)
     start = time.perf_counter()
-    warm = jax.jit(mala_final, static_argnums=(0, 5))
-    warm = warm.lower(logdensity, *args, num_warmup).compile()
-    sample = jax.jit(mala_draws, static_argnums=(0, 5))
-    sample = sample.lower(logdensity, *args, num_samples).compile()
+    loop = jax.jit(mala, static_argnums=(0, 5, 6))
+    warm = loop.lower(logdensity, *args, num_warmup, False).compile()
+    sample = loop.lower(logdensity, *args, num_samples, True).compile()
     compile_s = time.perf_counter() - start
     memory = sample.memory_analysis()
     peak = sum(
