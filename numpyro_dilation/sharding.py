@@ -9,7 +9,10 @@ particles there and turns those reductions into all-reduces (GSPMD): the draws
 are those of one device up to the order of floating-point sums, and the
 throughput grows with the number of devices. ``jax.devices()`` lists every
 device of every process of a multi-host JAX cluster, so the same code spans
-hosts (each process then holds its own devices' particles).
+hosts (each process then holds its own devices' particles; gather the draws
+with ``jax.experimental.multihost_utils.process_allgather``). Multi-host runs
+are untested here; one host with several devices is tested on forced CPU
+devices (tests/test_sharding.py).
 """
 
 from collections.abc import Sequence
@@ -42,7 +45,11 @@ def shard_particles(tree: Any, sharding: NamedSharding, num_particles: int) -> A
     replicated = NamedSharding(sharding.mesh, PartitionSpec())
 
     def put(x):
-        per_particle = np.ndim(x) >= 1 and np.shape(x)[0] == num_particles
-        return jax.device_put(x, sharding if per_particle else replicated)
+        x = np.asarray(x)
+        per_particle = x.ndim >= 1 and x.shape[0] == num_particles
+        target = sharding if per_particle else replicated
+        # Every process holds the whole (identically computed) array and gives
+        # its own devices their slices: this also builds multi-host arrays.
+        return jax.make_array_from_callback(x.shape, target, lambda i: x[i])
 
     return jax.tree.map(put, tree)
