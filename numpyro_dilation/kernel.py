@@ -25,6 +25,7 @@ from numpyro.util import identity, is_prng_key
 
 from numpyro_dilation import diagnostics, sampler
 from numpyro_dilation.schedules import ScheduleLike, make_levels
+from numpyro_dilation.sharding import particle_sharding, shard_particles
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -147,6 +148,21 @@ class DilationKernel(MCMCKernel):
         shape ``(d,)`` or ``(num_chains, d)``.
     :param init_strategy: per-site initialisation (NumPyro's), for ``model``.
     :param forward_mode_differentiation: use forward-mode autodiff.
+    :param shard_particles: split the particles evenly over all devices
+        (``jax.devices()``: every GPU, and every host's in a multi-host JAX
+        cluster) so that each computes its share of the gradients; the
+        population statistics are reduced across devices and the draws are
+        those of one device up to the order of floating-point sums
+        (``numpyro_dilation.sharding``). ``None`` (default): whenever there is
+        more than one device and ``num_chains`` is a multiple of their number;
+        ``True``: always (an error otherwise); ``False``: never.
+
+    **Memory.** The state is a few ``num_chains x d`` arrays. ``MCMC`` keeps
+    ``num_chains x num_samples / thinning`` draws (plus one value per chain per
+    draw for each default field), and holds them twice for a moment at the end
+    of a run while it puts chains first. To keep a large population's draws
+    small, thin them: ``MCMC(..., thinning=10)`` keeps every tenth draw of every
+    particle (docs/benchmarks-performance.md measures the peak).
 
     **Example**
 
@@ -177,6 +193,7 @@ class DilationKernel(MCMCKernel):
         center: str | Array = "init",
         init_strategy: Callable = init_to_uniform,
         forward_mode_differentiation: bool = False,
+        shard_particles: bool | None = None,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError(
@@ -218,6 +235,7 @@ class DilationKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
         self._dense_mass = dense_mass
+        self._shard = shard_particles
         self._options = sampler.SamplerOptions(
             adjusted=step == "mala",
             target_accept_prob=target_accept_prob,
@@ -378,13 +396,6 @@ class DilationKernel(MCMCKernel):
             flat = flat.astype(jnp.result_type(float))
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
         center = self._centers(flat)
-        values = jax.vmap(lambda x: logdensity_and_grad(x)[0])(center)
-        if not bool(jnp.all(jnp.isfinite(values))):
-            idx = np.flatnonzero(~np.isfinite(np.asarray(values)))[:10]
-            raise ValueError(
-                f"The potential is not finite at the initial centres of chains "
-                f"{idx.tolist()}: pass init_params (or center) inside the support."
-            )
         num_anneal = int(round(self._anneal_fraction * num_warmup))
         num_levels = self._num_levels or max(1, num_anneal // 5)
         levels = make_levels(self._schedule, num_levels, self._lambda_min)
@@ -400,9 +411,36 @@ class DilationKernel(MCMCKernel):
         pop = sampler.init(
             center, logdensity_and_grad, schedule, self._step_size, inv_mass
         )
+        if not bool(jnp.all(jnp.isfinite(pop.logdensity))):
+            idx = np.flatnonzero(~np.isfinite(np.asarray(pop.logdensity)))[:10]
+            raise ValueError(
+                f"The potential is not finite at the initial centres of chains "
+                f"{idx.tolist()}: pass init_params (or center) inside the support."
+            )
         self._sample_fn = self.sample
         reference = sampler.target_position(pop)
-        return self._view(pop, reference, keys[0], single)
+        state = self._view(pop, reference, keys[0], single)
+        sharding = self._particle_sharding(center.shape[0])
+        if sharding is None:
+            return state
+        placed = shard_particles(state._replace(rng_key=None), sharding, len(center))
+        return placed._replace(rng_key=state.rng_key)
+
+    def _particle_sharding(self, num_particles: int):
+        if self._shard is False or num_particles == 1:
+            return None
+        sharding = particle_sharding(num_particles)
+        num_devices = jax.device_count()
+        if sharding is None and num_devices > 1:
+            message = (
+                f"num_chains={num_particles} particles do not split evenly over "
+                f"{num_devices} devices: pass a multiple of {num_devices} to use "
+                "them all"
+            )
+            if self._shard:
+                raise ValueError(message + " (shard_particles=True).")
+            warnings.warn(message + "; running on one device.", stacklevel=3)
+        return sharding
 
     def _view(self, pop: sampler.SamplerState, reference, rng_key: Array, single):
         n = pop.position.shape[0]

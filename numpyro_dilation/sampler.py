@@ -153,22 +153,34 @@ def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
 
 
 def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
-    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``."""
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``.
+
+    The proposal noise and the accept uniforms of the whole population are drawn
+    in one call each (one key per particle costs more than a cheap target).
+    """
     h = jnp.exp(state.step_size.log_step_size) * lam
     precond = make_preconditioner(state.inv_mass)
+    key_noise, key_accept = jax.random.split(key)
+    y = state.position
+    z = jax.random.normal(key_noise, y.shape, y.dtype)
+    log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
 
-    def one(key, y, c, logdensity, grad):
+    def one(z, log_uniform, y, c, logdensity, grad):
         fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
             logdensity_and_grad_fn, yi, c, lam
         )
-        new, info = langevin.step(
-            key, langevin.LangevinState(y, logdensity, grad), fn, h, precond, adjusted
+        return langevin.step_from_noise(
+            z,
+            log_uniform,
+            langevin.LangevinState(y, logdensity, grad),
+            fn,
+            h,
+            precond,
+            adjusted,
         )
-        return new, info
 
-    keys = jax.random.split(key, state.position.shape[0])
     new, info = jax.vmap(one)(
-        keys, state.position, state.center, state.logdensity, state.logdensity_grad
+        z, log_uniform, y, state.center, state.logdensity, state.logdensity_grad
     )
     return state._replace(
         position=new.position,
