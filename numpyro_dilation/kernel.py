@@ -122,6 +122,12 @@ class DilationKernel(MCMCKernel):
     Each MCMC chain is one particle: run it with ``num_chains`` particles and
     ``chain_method="vectorized"``.
 
+    At the end of warmup the kernel checks the population and raises a
+    ``DilationWarning`` when the acceptance collapsed, many proposals diverged,
+    particles are stuck, or the population is still moving
+    (``numpyro_dilation.diagnostics``); ``check_run(mcmc)`` repeats the checks
+    over the sampling phase.
+
     :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
     :param potential_fn: ``-log density`` of the parameters; then pass
         ``init_params`` with a leading ``num_chains`` axis to ``MCMC.run``.
@@ -442,7 +448,9 @@ class DilationKernel(MCMCKernel):
             warnings.warn(message + "; running on one device.", stacklevel=3)
         return sharding
 
-    def _view(self, pop: sampler.SamplerState, reference, rng_key: Array, single):
+    def _view(
+        self, pop: sampler.SamplerState, reference: Array, rng_key: Array, single: bool
+    ):
         n = pop.position.shape[0]
         x = sampler.target_position(pop)
         per_chain = (

@@ -18,6 +18,7 @@ from numpyro.infer import MCMC
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.diagnostics import DilationWarning
+from numpyro_dilation.validation import Z_MAX, z_scores
 
 
 def run(kernel, num_chains, num_warmup, num_samples, *args, **kwargs) -> MCMC:
@@ -180,3 +181,42 @@ def test_short_warmup_warns_naming_num_warmup():
     with warnings.catch_warnings():
         warnings.simplefilter("error", DilationWarning)
         kernel.init(keys, 100, jnp.zeros((8, 2)))
+
+
+def test_wrong_draws_of_a_scale_parameter_are_not_silent():
+    # A normal model with unknown mean and scale, NumPyro's default initial
+    # points (log sigma in (-2, 2)). Particles started at small sigma sit where
+    # the curvature is hundreds of times the bulk's, and the shared step size
+    # leaves them stuck (39% of them with this seed). Whatever the sampler
+    # does, it must not be silent: either the draws of sigma match the exact
+    # posterior (by quadrature on a grid), or a DilationWarning was raised.
+    y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+        sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+        numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    mu = np.linspace(-6.0, 8.0, 1401)[:, None]
+    sigma = np.linspace(1e-3, 12.0, 4000)[None, :]
+    log_post = (
+        scipy.stats.norm.logpdf(mu, 0.0, 5.0)
+        + scipy.stats.halfnorm.logpdf(sigma, scale=5.0)
+        - len(y) * np.log(sigma)
+        - (len(y) * (y.mean() - mu) ** 2 + np.sum((y - y.mean()) ** 2)) / (2 * sigma**2)
+    )
+    marginal = np.exp(log_post - log_post.max()).sum(0)
+    marginal /= marginal.sum()
+    grid = sigma[0]
+    mean = float(marginal @ grid)
+    sd = float(np.sqrt(marginal @ (grid - mean) ** 2))
+    cdf = np.cumsum(marginal)
+    quantiles = {q: float(np.interp(q, cdf, grid)) for q in (0.05, 0.5, 0.95)}
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DilationWarning)
+        mcmc = run(DilationKernel(model), 64, 100, 100, y)
+    warned = [w for w in caught if w.category is DilationWarning]
+    z = z_scores(by_chain(mcmc, "sigma"), mean, sd, quantiles)
+    wrong = {k: round(v, 1) for k, v in z.items() if abs(v) > Z_MAX}
+    assert warned or not wrong, f"wrong draws of sigma {wrong} and no warning"
