@@ -33,6 +33,7 @@ __all__ = [
     "log_proposal_density",
     "log_acceptance_ratio",
     "step",
+    "metropolis",
 ]
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
@@ -117,14 +118,29 @@ def step(
     key_prop, key_acc = jax.random.split(key)
     position = propose(key_prop, state, step_size, precond)
     proposal = init(position, logdensity_and_grad_fn)
+    log_ratio = log_acceptance_ratio(state, proposal, step_size, precond)
+    return metropolis(key_acc, state, proposal, log_ratio, adjusted)
+
+
+def metropolis(
+    key: Array,
+    state: LangevinState,
+    proposal: LangevinState,
+    log_ratio: Array,
+    adjusted: bool = True,
+) -> tuple[LangevinState, LangevinInfo]:
+    """Accept ``proposal`` with probability ``min(1, exp(log_ratio))``.
+
+    A proposal with a non-finite log density or gradient is rejected and flagged
+    divergent. ``adjusted=False`` accepts every finite proposal (ULA).
+    """
     finite = jnp.isfinite(proposal.logdensity) & jnp.all(
         jnp.isfinite(proposal.logdensity_grad)
     )
-    log_ratio = log_acceptance_ratio(state, proposal, step_size, precond)
     log_ratio = jnp.where(finite & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
     if adjusted:
-        is_accepted = jnp.log(jax.random.uniform(key_acc)) < log_ratio
+        is_accepted = jnp.log(jax.random.uniform(key)) < log_ratio
     else:
         is_accepted = finite
     new_state = jax.tree.map(

@@ -1,0 +1,348 @@
+"""Modes of a particle population: clusters, merged where no density barrier parts them.
+
+1. **Clusters.** k-means (k-means++ seeding, Arthur & Vassilvitskii 2007, then
+   Lloyd iterations) with a fixed maximum ``K`` of clusters, on coordinates
+   scaled by the population's standard deviation; each cluster is fitted by a
+   diagonal Gaussian (``gaussian_mixture.fit``). ``K`` is static, so all of it
+   is jittable: a mode with more than ``K`` clusters' worth of structure is
+   seen as fewer, larger clusters.
+2. **Modes.** k-means cuts one mode into several clusters. Two clusters belong
+   to the same mode when the target density along the segment between their
+   anchors (each cluster's particle of highest density) never drops below the
+   lower anchor by more than ``tolerance`` nats (checked at 3 interior
+   points); modes are the connected components of that relation, tested
+   between each cluster and its ``NEIGHBOURS`` nearest ones. For a
+   log-concave target the density on a segment is never below its lower end,
+   so every cluster merges into one mode: a unimodal log-concave posterior is
+   always one mode. The test costs ``3 K NEIGHBOURS`` evaluations of the log
+   density (no gradient).
+3. **Marginals.** Each coordinate's values are also clustered on their own
+   (1-D k-means, ``MARGINAL_COMPONENTS`` clusters) and fitted by a 1-D mixture:
+   the proposal of one-coordinate jumps, which resolves the wells of each
+   coordinate even where the joint modes are too many to cluster (a product
+   of ``m`` double wells has ``2^m`` modes).
+
+Everything is on flat particles of shape ``(n, d)``; no NumPyro import.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import Array
+
+from numpyro_dilation import dilation_path, gaussian_mixture
+from numpyro_dilation.gaussian_mixture import GaussianMixture, map_particles
+
+__all__ = [
+    "Modes",
+    "ModeSummary",
+    "empty",
+    "kmeans",
+    "fit_marginals",
+    "merge_by_barrier",
+    "find_modes",
+    "proposal",
+    "assign",
+    "mode_summary",
+]
+
+LogDensityFn = Callable[[Array], Array]
+
+SEGMENT_POINTS = (0.25, 0.5, 0.75)
+NEIGHBOURS = 8
+MARGINAL_COMPONENTS = 8
+
+
+class Modes(NamedTuple):
+    """A fitted mode structure (frozen as the jump proposal after warmup).
+
+    - **mixture**: one diagonal Gaussian per cluster (``K`` components).
+    - **mode_of**: ``(K,)`` the mode of each component (the smallest component
+      index in its mode; ``-1`` for an empty component).
+    - **log_mass**: ``(K,)`` log mass of each mode, indexed by its representative
+      component (``-inf`` elsewhere): particle shares, or the importance
+      estimates once rebalanced.
+    - **ess**: ``(K,)`` effective sample size of the importance draws in each
+      mode (0 before rebalancing).
+    - **marginals**: one 1-D mixture per coordinate, stacked: weights ``(d, J)``,
+      means and scales ``(d, J, 1)``.
+    """
+
+    mixture: GaussianMixture
+    mode_of: Array
+    log_mass: Array
+    ess: Array
+    marginals: GaussianMixture
+
+    @property
+    def num_modes(self) -> Array:
+        return jnp.sum(jnp.isfinite(self.log_mass))
+
+
+def empty(num_particles: int, dim: int, max_modes: int, dtype=jnp.float32) -> Modes:
+    """No mode found yet (the shapes of ``find_modes``'s output)."""
+    k = min(max_modes, num_particles)
+    j = min(MARGINAL_COMPONENTS, num_particles)
+    return Modes(
+        GaussianMixture(
+            jnp.full(k, -jnp.inf, dtype),
+            jnp.zeros((k, dim), dtype),
+            jnp.ones((k, dim), dtype),
+        ),
+        jnp.full(k, -1),
+        jnp.full(k, -jnp.inf, dtype),
+        jnp.zeros(k, dtype),
+        GaussianMixture(
+            jnp.full((dim, j), -jnp.inf, dtype),
+            jnp.zeros((dim, j, 1), dtype),
+            jnp.ones((dim, j, 1), dtype),
+        ),
+    )
+
+
+def _sq_distances(x: Array, centres: Array) -> Array:
+    return jnp.sum((x - centres) ** 2, axis=-1)
+
+
+def kmeans(
+    key: Array, x: Array, num_clusters: int, num_iters: int = 20
+) -> tuple[Array, Array]:
+    """k-means++ seeding then ``num_iters`` Lloyd iterations; returns labels, centres.
+
+    Cost ``O(n K d)`` per iteration, memory ``O(n + K d)`` plus one chunk.
+    """
+    n = x.shape[0]
+    k = min(num_clusters, n)
+
+    def nearest(centres):
+        return map_particles(
+            lambda xi: jnp.argmin(_sq_distances(xi, centres)), x, num_components=k
+        )
+
+    def seed(i, carry):
+        centres, d2, key = carry
+        key, sub = jax.random.split(key)
+        logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-30)), -jnp.inf)
+        logits = jnp.where(jnp.all(d2 <= 0), 0.0, logits)
+        new = x[jax.random.categorical(sub, logits)]
+        d2 = jnp.minimum(d2, jnp.sum((x - new) ** 2, axis=-1))
+        return centres.at[i].set(new), d2, key
+
+    key, sub = jax.random.split(key)
+    first = x[jax.random.randint(sub, (), 0, n)]
+    centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
+    d2 = jnp.sum((x - first) ** 2, axis=-1)
+    centres, _, _ = jax.lax.fori_loop(1, k, seed, (centres, d2, key))
+
+    def lloyd(_, centres):
+        labels = nearest(centres)
+        counts = jax.ops.segment_sum(jnp.ones(n, x.dtype), labels, k)
+        sums = jax.ops.segment_sum(x, labels, k)
+        return jnp.where(
+            counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], centres
+        )
+
+    centres = jax.lax.fori_loop(0, num_iters, lloyd, centres)
+    return nearest(centres), centres
+
+
+def merge_by_barrier(
+    anchors: Array,
+    anchor_logdensity: Array,
+    valid: Array,
+    logdensity_fn: LogDensityFn,
+    tolerance: float = 0.1,
+    neighbours: int = NEIGHBOURS,
+    scale: Array | None = None,
+) -> Array:
+    """Connected components of "no barrier deeper than ``tolerance`` between anchors".
+
+    Each anchor is tested against its ``neighbours`` nearest anchors (distances
+    in coordinates divided by ``scale``). Returns ``(K,)``: the smallest
+    component index of each one's mode, ``-1`` for invalid (empty) components.
+    """
+    k = anchors.shape[0]
+    m = min(neighbours, k - 1)
+    if m < 1:
+        return jnp.where(valid, jnp.arange(k), -1)
+    scaled = anchors if scale is None else anchors / scale
+    dist = jnp.sum((scaled[:, None, :] - scaled[None, :, :]) ** 2, axis=-1)
+    dist = jnp.where(valid[:, None] & valid[None, :], dist, jnp.inf)
+    dist = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, dist)
+    rows = jnp.repeat(jnp.arange(k), m)
+    cols = jnp.argsort(dist, axis=1)[:, :m].reshape(-1)
+    s = jnp.asarray(SEGMENT_POINTS, anchors.dtype)
+    a, b = anchors[rows], anchors[cols]
+    points = a[:, None, :] + s[:, None] * (b - a)[:, None, :]
+    flat = points.reshape(-1, anchors.shape[1])
+    values = map_particles(logdensity_fn, flat).reshape(k * m, len(SEGMENT_POINTS))
+    values = jnp.where(jnp.isnan(values), -jnp.inf, values)
+    floor = jnp.minimum(anchor_logdensity[rows], anchor_logdensity[cols]) - tolerance
+    joined = (jnp.min(values, axis=1) >= floor) & valid[rows] & valid[cols]
+    adjacent = jnp.zeros((k, k), bool).at[rows, cols].max(joined)
+    adjacent = adjacent | adjacent.T | jnp.diag(valid)
+
+    def spread(_, labels):
+        return jnp.min(jnp.where(adjacent, labels[None, :], k), axis=1)
+
+    labels = jax.lax.fori_loop(0, k, spread, jnp.where(valid, jnp.arange(k), k))
+    return jnp.where(valid, labels, -1)
+
+
+def fit_marginals(
+    key: Array, x: Array, num_components: int = MARGINAL_COMPONENTS
+) -> GaussianMixture:
+    """A 1-D mixture per coordinate of ``x`` (k-means on that coordinate alone)."""
+    k = min(num_components, x.shape[0])
+
+    def one(key, column):
+        labels, _ = kmeans(key, column[:, None], k)
+        return gaussian_mixture.fit(column[:, None], labels, k)
+
+    keys = jax.random.split(key, x.shape[1])
+    return jax.vmap(one)(keys, x.T)
+
+
+def _mode_log_mass(log_component_mass: Array, mode_of: Array) -> Array:
+    """Log of the summed mass of each mode, at its representative index."""
+    k = mode_of.shape[0]
+    segment = jnp.where(mode_of >= 0, mode_of, k)
+    mass = jax.ops.segment_sum(jnp.exp(log_component_mass), segment, k + 1)[:k]
+    return jnp.log(mass)
+
+
+def find_modes(
+    key: Array,
+    x: Array,
+    logdensity: Array,
+    logdensity_fn: LogDensityFn,
+    max_modes: int,
+    inflation: float = 1.1,
+    tolerance: float = 0.1,
+) -> tuple[Modes, Array]:
+    """Cluster ``x`` (log densities ``logdensity``), fit, merge; modes and labels."""
+    key_joint, key_marginal = jax.random.split(key)
+    scale = jnp.std(x, axis=0)
+    scale = jnp.where(scale > 0, scale, 1.0)
+    labels, _ = kmeans(key_joint, x / scale, max_modes)
+    k = min(max_modes, x.shape[0])
+    mixture = gaussian_mixture.fit(x, labels, k, inflation)
+    best = jax.ops.segment_max(logdensity, labels, k)
+    is_best = logdensity == best[labels]
+    anchor_index = jax.ops.segment_max(
+        jnp.where(is_best, jnp.arange(x.shape[0]), -1), labels, k
+    )
+    valid = jnp.isfinite(mixture.log_weights)
+    anchor_index = jnp.where(valid, anchor_index, 0)
+    mode_of = merge_by_barrier(
+        x[anchor_index],
+        logdensity[anchor_index],
+        valid,
+        logdensity_fn,
+        tolerance,
+        scale=scale,
+    )
+    log_mass = _mode_log_mass(mixture.log_weights, mode_of)
+    marginals = fit_marginals(key_marginal, x)
+    return Modes(mixture, mode_of, log_mass, jnp.zeros(k, x.dtype), marginals), labels
+
+
+def proposal(modes: Modes, defensive: float = 0.5) -> GaussianMixture:
+    """The components re-weighted to the mode masses, mixed with equal mode masses:
+
+        a_k = ((1 - delta) m_M(k) + delta / #modes) * n_k / n_M(k),
+
+    where ``M(k)`` is the mode of component ``k``, ``m`` the normalised
+    ``exp(log_mass)`` and ``n_k / n_M(k)`` the component's share within its
+    mode. The ``delta`` part (defensive mixture, Hesterberg 1995) keeps every
+    mode proposed often, however wrong its current mass.
+    """
+    k = modes.mode_of.shape[0]
+    segment = jnp.where(modes.mode_of >= 0, modes.mode_of, k)
+    weights = jnp.exp(modes.mixture.log_weights)
+    total = jax.ops.segment_sum(weights, segment, k + 1)
+    within = weights / jnp.maximum(total[segment], jnp.finfo(weights.dtype).tiny)
+    mass = jnp.exp(modes.log_mass - jax.scipy.special.logsumexp(modes.log_mass))
+    mode_mass = jnp.append(mass, 0.0)[segment]
+    a = ((1 - defensive) * mode_mass + defensive / modes.num_modes) * within
+    return modes.mixture._replace(log_weights=jnp.log(jnp.where(segment < k, a, 0.0)))
+
+
+def assign(modes: Modes, x: Array) -> Array:
+    """The mode of each particle: that of its most probable component under ``q``."""
+    mixture = modes.mixture
+    component = map_particles(
+        lambda xi: jnp.argmax(
+            mixture.log_weights + gaussian_mixture.component_logpdf(mixture, xi)
+        ),
+        x,
+        num_components=mixture.means.shape[0],
+    )
+    return modes.mode_of[component]
+
+
+class ModeSummary(NamedTuple):
+    """What a run found: modes ordered by weight, heaviest first.
+
+    - **num_modes**: number of modes (``>= max_modes`` clusters means at least
+      that many: raise ``max_modes``).
+    - **weights**: share of the final particles in each mode.
+    - **estimated_weights**: importance estimate of each mode's mass at the end
+      of warmup (the particle shares if the correction was not applied).
+    - **locations**: ``(num_modes, d)`` mean of each mode's fitted components, in
+      unconstrained (flat) coordinates.
+    - **ess**: effective sample size of the importance draws in each mode.
+    """
+
+    num_modes: int
+    weights: np.ndarray
+    estimated_weights: np.ndarray
+    locations: np.ndarray
+    ess: np.ndarray
+
+    def __str__(self) -> str:
+        lines = [f"{self.num_modes} mode(s)", "  mode  weight  estimated    ess"]
+        for i in range(self.num_modes):
+            lines.append(
+                f"  {i:4d}  {self.weights[i]:6.3f}  {self.estimated_weights[i]:9.3f}"
+                f"  {self.ess[i]:5.0f}"
+            )
+        return "\n".join(lines)
+
+
+def mode_summary(run: Any) -> ModeSummary:
+    """Number of modes and their weights after a run (host-side).
+
+    ``run`` is a NumPyro ``MCMC`` that ran ``DilationKernel``, its
+    ``last_state``, or a ``SamplerState``; the modes are those fitted at the
+    end of warmup, the weights the shares of the final particles.
+    """
+    state = getattr(run, "last_state", run)
+    state = getattr(state, "sampler_state", state)
+    modes = state.modes
+    x = dilation_path.to_target(state.position, state.center, state.lam)
+    labels = np.asarray(assign(modes, x))
+    mode_of = np.asarray(modes.mode_of)
+    log_mass = np.asarray(modes.log_mass)
+    ids = np.flatnonzero(np.isfinite(log_mass))
+    weights = np.array([np.mean(labels == m) for m in ids])
+    estimated = np.exp(log_mass[ids] - np.logaddexp.reduce(log_mass[ids]))
+    comp_mass = np.exp(np.asarray(modes.mixture.log_weights))
+    means = np.asarray(modes.mixture.means)
+    locations = np.stack(
+        [
+            np.average(means[mode_of == m], axis=0, weights=comp_mass[mode_of == m])
+            for m in ids
+        ]
+    )
+    order = np.argsort(-weights, kind="stable")
+    return ModeSummary(
+        num_modes=len(ids),
+        weights=weights[order],
+        estimated_weights=estimated[order],
+        locations=locations[order],
+        ess=np.asarray(modes.ess)[ids][order],
+    )
