@@ -104,8 +104,9 @@ class DilationKernel(MCMCKernel):
     :param step_size: initial ``eps`` (> 0): the Langevin step in target space;
         on the path the step is ``h = eps * l``.
     :param adapt_step_size: adapt ``eps`` towards ``target_accept_prob``.
-    :param target_accept_prob: mean MALA acceptance targeted (0.574, Roberts &
-        Rosenthal 1998).
+    :param target_accept_prob: mean MALA acceptance probability targeted by the
+        step-size adaptation; default 0.574 for MALA (Roberts & Rosenthal 1998)
+        and 0.9 for ULA, whose bias and stability need smaller steps.
     :param adapt_mass_matrix: estimate the preconditioner from the population
         while tuning at ``l = 1``.
     :param dense_mass: dense instead of diagonal preconditioner.
@@ -153,7 +154,7 @@ class DilationKernel(MCMCKernel):
         step: str = "mala",
         step_size: float = 0.1,
         adapt_step_size: bool = True,
-        target_accept_prob: float = 0.574,
+        target_accept_prob: float | None = None,
         adapt_mass_matrix: bool = True,
         dense_mass: bool = False,
         schedule: ScheduleLike = "geometric",
@@ -178,6 +179,8 @@ class DilationKernel(MCMCKernel):
                 f"step_size must be a positive number, got {step_size}; "
                 "it is the initial Langevin step (default 0.1)."
             )
+        if target_accept_prob is None:
+            target_accept_prob = 0.574 if step == "mala" else 0.9
         if not 0.0 < target_accept_prob < 1.0:
             raise ValueError(
                 f"target_accept_prob must be in (0, 1), got {target_accept_prob}."
