@@ -63,12 +63,12 @@ def estimate_mode_masses(
     component); entries of non-modes are ``-inf`` and 0.
     """
     q = modes.proposal(mode_set)
-    k = q.means.shape[0]
+    k = mode_set.mode_of.shape[0]
     draws = jax.vmap(lambda kk: gaussian_mixture.sample(kk, q))(
         jax.random.split(key, num_draws)
     )
     log_q = map_particles(
-        lambda x: gaussian_mixture.logpdf(q, x), draws, num_components=k
+        lambda x: gaussian_mixture.logpdf(q, x), draws, num_components=2 * k
     )
     log_w = map_particles(logdensity_fn, draws) - log_q
     log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)

@@ -268,7 +268,7 @@ def _find_modes(key, state: SamplerState, logdensity_and_grad_fn, options):
         key,
         target_position(state),
         -target_potential(state),
-        lambda x: logdensity_and_grad_fn(x)[0],
+        logdensity_and_grad_fn,
         options.max_modes,
     )
     return found
