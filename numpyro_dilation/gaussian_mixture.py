@@ -24,6 +24,7 @@ __all__ = [
     "GaussianMixture",
     "component_logpdf",
     "logpdf",
+    "transform",
     "sample",
     "fit",
     "map_particles",
@@ -55,12 +56,22 @@ def logpdf(mixture: GaussianMixture, x: Array, mask: Array | None = None) -> Arr
     return logsumexp(mixture.log_weights + component_logpdf(mixture, x, mask))
 
 
+def transform(mixture: GaussianMixture, u: Array, z: Array) -> Array:
+    """The draw ``mu_k + s_k * z`` with ``k`` the inverse CDF of ``a`` at ``u``.
+
+    ``u ~ U(0, 1)`` and ``z ~ N(0, I_d)`` make it a draw from ``q``.
+    """
+    weights = jnp.exp(mixture.log_weights - jnp.max(mixture.log_weights))
+    cdf = jnp.cumsum(weights)
+    k = jnp.minimum(jnp.sum(cdf < u * cdf[-1]), weights.shape[0] - 1)
+    return mixture.means[k] + mixture.scales[k] * z
+
+
 def sample(key: Array, mixture: GaussianMixture) -> Array:
     """One draw: ``k ~ a``, then ``x = mu_k + s_k * z`` with ``z ~ N(0, I)``."""
-    key_k, key_z = jax.random.split(key)
-    k = jax.random.categorical(key_k, mixture.log_weights)
+    key_u, key_z = jax.random.split(key)
     z = jax.random.normal(key_z, mixture.means.shape[1:], mixture.means.dtype)
-    return mixture.means[k] + mixture.scales[k] * z
+    return transform(mixture, jax.random.uniform(key_u, dtype=z.dtype), z)
 
 
 def map_particles(fn: Callable, *xs, num_components: int = 1):

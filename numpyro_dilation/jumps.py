@@ -101,18 +101,22 @@ def propose(
     The full block draws from ``mixture``; one coordinate ``j`` from the 1-D
     mixture ``marginals[j]``.
     """
-    key_block, key_coord, key_full, key_one = jax.random.split(key, 4)
-    j = jax.random.randint(key_coord, (), 0, x.shape[-1])
-    full = gaussian_mixture.sample(key_full, mixture)
+    key_u, key_z = jax.random.split(key)
+    d = x.shape[-1]
+    u = jax.random.uniform(key_u, (3,), x.dtype)
+    z = jax.random.normal(key_z, (d,), x.dtype)
+    j = jnp.minimum((u[1] * d).astype(int), d - 1)
+    # The two block kinds are alternatives: they may share their random numbers.
+    full = gaussian_mixture.transform(mixture, u[2], z)
     full_ratio = gaussian_mixture.logpdf(mixture, x) - gaussian_mixture.logpdf(
         mixture, full
     )
     marginal = jax.tree.map(lambda a: a[j], marginals)
-    value = gaussian_mixture.sample(key_one, marginal)
+    value = gaussian_mixture.transform(marginal, u[2], z[j, None])
     one_ratio = gaussian_mixture.logpdf(marginal, x[j, None]) - gaussian_mixture.logpdf(
         marginal, value
     )
-    one = jax.random.uniform(key_block) < coordinate_prob
+    one = u[0] < coordinate_prob
     new = jnp.where(one, x.at[j].set(value[0]), full)
     return new, jnp.where(one, one_ratio, full_ratio), one
 

@@ -163,7 +163,7 @@ class DilationKernel(MCMCKernel):
         anneal_fraction: float = 0.5,
         center: str | Array = "init",
         rebalance: bool = True,
-        jump_prob: float = 0.25,
+        jump_prob: float = 0.5,
         max_modes: int = 64,
         init_strategy: Callable = init_to_uniform,
         forward_mode_differentiation: bool = False,

@@ -19,11 +19,11 @@
    so every cluster merges into one mode: a unimodal log-concave posterior is
    always one mode. This costs ``K (CLIMB_STEPS + 1)`` gradients and
    ``3 K NEIGHBOURS`` log densities, whatever the number of particles.
-3. **Marginals.** Each coordinate's values are also clustered on their own
-   (1-D k-means, ``MARGINAL_COMPONENTS`` clusters) and fitted by a 1-D mixture:
-   the proposal of one-coordinate jumps, which resolves the wells of each
-   coordinate even where the joint modes are too many to cluster (a product
-   of ``m`` double wells has ``2^m`` modes).
+3. **Marginals.** Each coordinate's values are also cut into
+   ``MARGINAL_COMPONENTS`` histogram bins, each fitted by a Gaussian: a 1-D
+   mixture per coordinate, the proposal of one-coordinate jumps, which
+   resolves the wells of each coordinate even where the joint modes are too
+   many to cluster (a product of ``m`` double wells has ``2^m`` modes).
 
 Everything is on flat particles of shape ``(n, d)``; no NumPyro import.
 """
@@ -134,20 +134,20 @@ def kmeans(
             lambda xi: jnp.argmin(_sq_distances(xi, centres)), x, num_components=k
         )
 
-    def seed(i, carry):
-        centres, d2, key = carry
-        key, sub = jax.random.split(key)
-        logits = jnp.where(d2 > 0, jnp.log(jnp.maximum(d2, 1e-30)), -jnp.inf)
-        logits = jnp.where(jnp.all(d2 <= 0), 0.0, logits)
-        new = x[jax.random.categorical(sub, logits)]
-        d2 = jnp.minimum(d2, jnp.sum((x - new) ** 2, axis=-1))
-        return centres.at[i].set(new), d2, key
+    u = jax.random.uniform(key, (k,), x.dtype)
 
-    key, sub = jax.random.split(key)
-    first = x[jax.random.randint(sub, (), 0, n)]
+    def seed(i, carry):
+        centres, d2 = carry
+        cdf = jnp.cumsum(d2)
+        pick = jnp.minimum(jnp.searchsorted(cdf, u[i] * cdf[-1]), n - 1)
+        pick = jnp.where(cdf[-1] > 0, pick, 0)
+        d2 = jnp.minimum(d2, jnp.sum((x - x[pick]) ** 2, axis=-1))
+        return centres.at[i].set(x[pick]), d2
+
+    first = x[jnp.minimum((u[0] * n).astype(int), n - 1)]
     centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
     d2 = jnp.sum((x - first) ** 2, axis=-1)
-    centres, _, _ = jax.lax.fori_loop(1, k, seed, (centres, d2, key))
+    centres, _ = jax.lax.fori_loop(1, k, seed, (centres, d2))
 
     def lloyd(_, centres):
         labels = nearest(centres)
@@ -220,7 +220,7 @@ def merge_by_barrier(
     dist = jnp.where(valid[:, None] & valid[None, :], dist, jnp.inf)
     dist = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, dist)
     rows = jnp.repeat(jnp.arange(k), m)
-    cols = jnp.argsort(dist, axis=1)[:, :m].reshape(-1)
+    cols = jax.lax.top_k(-dist, m)[1].reshape(-1)
     s = jnp.asarray(SEGMENT_POINTS, anchors.dtype)
     a, b = anchors[rows], anchors[cols]
     points = a[:, None, :] + s[:, None] * (b - a)[:, None, :]
@@ -240,17 +240,23 @@ def merge_by_barrier(
 
 
 def fit_marginals(
-    key: Array, x: Array, num_components: int = MARGINAL_COMPONENTS
+    x: Array, num_components: int = MARGINAL_COMPONENTS
 ) -> GaussianMixture:
-    """A 1-D mixture per coordinate of ``x`` (k-means on that coordinate alone)."""
+    """A 1-D mixture per coordinate of ``x``: one Gaussian per histogram bin.
+
+    Coordinate ``j``'s values are cut into ``J`` bins of equal width over
+    ``mean +- 3 sd`` (values beyond go to the end bins), each fitted by
+    ``gaussian_mixture.fit``: a histogram with Gaussian bins.
+    """
     k = min(num_components, x.shape[0])
 
-    def one(key, column):
-        labels, _ = kmeans(key, column[:, None], k)
+    def one(column):
+        low, width = jnp.mean(column) - 3 * jnp.std(column), 6 * jnp.std(column) / k
+        bins = jnp.floor((column - low) / jnp.where(width > 0, width, 1.0))
+        labels = jnp.clip(bins, 0, k - 1).astype(int)
         return gaussian_mixture.fit(column[:, None], labels, k)
 
-    keys = jax.random.split(key, x.shape[1])
-    return jax.vmap(one)(keys, x.T)
+    return jax.vmap(one)(x.T)
 
 
 def _mode_log_mass(log_component_mass: Array, mode_of: Array) -> Array:
@@ -272,10 +278,9 @@ def find_modes(
 ) -> tuple[Modes, Array]:
     """Cluster ``x`` (log densities ``logdensity``), fit, climb, merge; modes and
     the cluster label of each particle."""
-    key_joint, key_marginal = jax.random.split(key)
     scale = jnp.std(x, axis=0)
     scale = jnp.where(scale > 0, scale, 1.0)
-    labels, _ = kmeans(key_joint, x / scale, max_modes)
+    labels, _ = kmeans(key, x / scale, max_modes)
     k = min(max_modes, x.shape[0])
     mixture = gaussian_mixture.fit(x, labels, k, inflation)
     best = jax.ops.segment_max(logdensity, labels, k)
@@ -297,7 +302,7 @@ def find_modes(
         scale=scale,
     )
     log_mass = _mode_log_mass(mixture.log_weights, mode_of)
-    marginals = fit_marginals(key_marginal, x)
+    marginals = fit_marginals(x)
     ess = jnp.zeros(k, x.dtype)
     peak_logdensity = jnp.where(valid, peak_logdensity, -jnp.inf)
     found = Modes(mixture, mode_of, log_mass, ess, marginals, peaks, peak_logdensity)

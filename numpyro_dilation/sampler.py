@@ -81,7 +81,7 @@ class SamplerOptions(NamedTuple):
     adapt_inv_mass: bool = True
     dense_mass: bool = False
     rebalance: bool = True
-    jump_prob: float = 0.25
+    jump_prob: float = 0.5
     max_modes: int = 64
     min_mode_ess: float = 20.0
 
@@ -275,13 +275,11 @@ def _find_modes(key, state: SamplerState, logdensity_and_grad_fn, options):
 
 
 def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
-    """Find the modes, correct their masses, resample the particles between them."""
-    key_fit, key_rebalance = jax.random.split(key)
-    found = _find_modes(key_fit, state, logdensity_and_grad_fn, options)
+    """Correct the masses of the modes just found; resample particles between them."""
     index, found = rebalancing.rebalance(
-        key_rebalance,
+        key,
         target_position(state),
-        found,
+        state.modes,
         lambda x: logdensity_and_grad_fn(x)[0],
         options.min_mode_ess,
     )
@@ -357,40 +355,41 @@ def step(
     key_move, key_modes, key_coin = jax.random.split(key, 3)
     lam = level_at(schedule, t)
     tuning = (t >= schedule.num_anneal) & (t < schedule.num_warmup)
-    if options.jump_prob > 0:
+    is_rebalance = options.rebalance & tuning & (t == schedule.num_warmup - 1)
+    jumping = options.jump_prob > 0
+    if jumping or options.rebalance:
         period = jnp.maximum((schedule.num_warmup - schedule.num_anneal) // 4, 1)
         state = jax.lax.cond(
-            tuning
-            & ((t - schedule.num_anneal) % period == 0)
-            & ~(options.rebalance & (t == schedule.num_warmup - 1)),
+            is_rebalance
+            | (jumping & tuning & ((t - schedule.num_anneal) % period == 0)),
             lambda s: s._replace(
                 modes=_find_modes(key_modes, s, logdensity_and_grad_fn, options)
             ),
             lambda s: s,
             state,
         )
-    is_rescale = lam != state.lam
-    is_rebalance = options.rebalance & tuning & (t == schedule.num_warmup - 1)
     is_jump = (
-        (options.jump_prob > 0)
+        jumping
         & (t >= schedule.num_anneal)
         & ~is_rebalance
         & (state.modes.num_modes > 1)
         & (jax.random.uniform(key_coin) < options.jump_prob)
     )
+    # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump, 3 rebalance.
+    branches = [
+        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options.adjusted),
+        lambda s: _rescale(s, lam, logdensity_and_grad_fn),
+        lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
+        lambda s: (
+            _rebalance(key_move, s, logdensity_and_grad_fn, options)
+            if options.rebalance
+            else s
+        ),
+    ]
     branch = jnp.where(
-        is_rescale, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, 0))
+        lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, 0))
     )
-    state = jax.lax.switch(
-        branch,
-        [
-            lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options.adjusted),
-            lambda s: _rescale(s, lam, logdensity_and_grad_fn),
-            lambda s: _jump(key_move, s, logdensity_and_grad_fn),
-            lambda s: _rebalance(key_move, s, logdensity_and_grad_fn, options),
-        ],
-        state,
-    )
+    state = jax.lax.switch(branch, branches, state)
     state = _adapt(state, options, branch == 0)
-    info = SamplerInfo(is_rescale, branch == 2, branch == 3)
+    info = SamplerInfo(branch == 1, branch == 2, branch == 3)
     return state._replace(iteration=t + 1), info
