@@ -1,11 +1,13 @@
 """Modes of a particle population: clusters, merged where no density barrier parts them.
 
 1. **Clusters.** k-means (k-means++ seeding, Arthur & Vassilvitskii 2007, then
-   Lloyd iterations) with a fixed maximum ``K`` of clusters, on coordinates
-   scaled by the population's standard deviation; each cluster is fitted by a
-   diagonal Gaussian (``gaussian_mixture.fit``). ``K`` is static, so all of it
-   is jittable: a mode with more than ``K`` clusters' worth of structure is
-   seen as fewer, larger clusters.
+   Lloyd iterations) with a fixed maximum ``K`` of clusters, run twice: on
+   coordinates scaled by the population's standard deviation, then by the
+   pooled within-cluster standard deviation of the first pass (the population
+   scale shrinks exactly the directions that separate modes); each cluster is
+   fitted by a diagonal Gaussian (``gaussian_mixture.fit``). ``K`` is static,
+   so all of it is jittable: more than ``K`` modes are seen as fewer, larger
+   clusters.
 2. **Modes.** k-means cuts one mode into several clusters. Each cluster gets
    a peak: from its particle of highest density, ``CLIMB_STEPS`` steps of
    safeguarded gradient ascent (``climb``), so that a cluster of stragglers
@@ -49,6 +51,7 @@ __all__ = [
     "merge_by_barrier",
     "find_modes",
     "proposal",
+    "segment_logsumexp",
     "assign",
     "mode_summary",
 ]
@@ -278,10 +281,18 @@ def find_modes(
 ) -> tuple[Modes, Array]:
     """Cluster ``x`` (log densities ``logdensity``), fit, climb, merge; modes and
     the cluster label of each particle."""
+    k = min(max_modes, x.shape[0])
+
+    def cluster(scale, key):
+        labels, _ = kmeans(key, x / scale, max_modes)
+        fitted = gaussian_mixture.fit(x, labels, k)
+        within = jnp.sqrt(jnp.exp(fitted.log_weights) @ fitted.scales**2)
+        return jnp.where(within > 0, within, scale), labels
+
     scale = jnp.std(x, axis=0)
     scale = jnp.where(scale > 0, scale, 1.0)
-    labels, _ = kmeans(key, x / scale, max_modes)
-    k = min(max_modes, x.shape[0])
+    scale, labels = jax.lax.scan(cluster, scale, jax.random.split(key))
+    labels = labels[-1]
     mixture = gaussian_mixture.fit(x, labels, k, inflation)
     best = jax.ops.segment_max(logdensity, labels, k)
     is_best = logdensity == best[labels]
@@ -352,17 +363,30 @@ def proposal(modes: Modes, defensive: float = 0.5) -> GaussianMixture:
     )
 
 
+def segment_logsumexp(values: Array, segment: Array, num: int) -> Array:
+    """``log sum_{i: segment_i = s} exp(values_i)`` for each ``s < num``."""
+    top = jax.ops.segment_max(values, segment, num)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = jax.ops.segment_sum(jnp.exp(values - top[segment]), segment, num)
+    return jnp.log(total) + top
+
+
 def assign(modes: Modes, x: Array) -> Array:
-    """The mode of each particle: that of its most probable component under ``q``."""
+    """The mode of each particle: the most probable under the fitted mixture,
+
+        argmax_m sum_{k in m} a_k N(x; mu_k, s_k^2)
+
+    (the Bayes classifier of the mixture, with each mode's pieces summed).
+    """
     mixture = modes.mixture
-    component = map_particles(
-        lambda xi: jnp.argmax(
-            mixture.log_weights + gaussian_mixture.component_logpdf(mixture, xi)
-        ),
-        x,
-        num_components=mixture.means.shape[0],
-    )
-    return modes.mode_of[component]
+    k = modes.mode_of.shape[0]
+    segment = jnp.where(modes.mode_of >= 0, modes.mode_of, k)
+
+    def one(xi):
+        log_joint = mixture.log_weights + gaussian_mixture.component_logpdf(mixture, xi)
+        return jnp.argmax(segment_logsumexp(log_joint, segment, k + 1)[:k])
+
+    return map_particles(one, x, num_components=k)
 
 
 class ModeSummary(NamedTuple):

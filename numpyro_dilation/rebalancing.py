@@ -47,13 +47,6 @@ __all__ = [
 LogDensityFn = Callable[[Array], Array]
 
 
-def _segment_logsumexp(values: Array, segment: Array, num: int) -> Array:
-    top = jax.ops.segment_max(values, segment, num)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    total = jax.ops.segment_sum(jnp.exp(values - top[segment]), segment, num)
-    return jnp.log(total) + top
-
-
 def estimate_mode_masses(
     key: Array, mode_set: modes.Modes, logdensity_fn: LogDensityFn, num_draws: int
 ) -> tuple[Array, Array]:
@@ -74,8 +67,8 @@ def estimate_mode_masses(
     log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
     label = modes.assign(mode_set, draws)
     segment = jnp.where(label >= 0, label, k)
-    log_z = _segment_logsumexp(log_w, segment, k + 1)[:k]
-    log_z2 = _segment_logsumexp(2 * log_w, segment, k + 1)[:k]
+    log_z = modes.segment_logsumexp(log_w, segment, k + 1)[:k]
+    log_z2 = modes.segment_logsumexp(2 * log_w, segment, k + 1)[:k]
     ess = jnp.where(jnp.isfinite(log_z), jnp.exp(2 * log_z - log_z2), 0.0)
     is_mode = jnp.isfinite(mode_set.log_mass)
     return jnp.where(is_mode, log_z, -jnp.inf), jnp.where(is_mode, ess, 0.0)
