@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from numpyro_dilation import gaussian_mixture, langevin
-from numpyro_dilation.gaussian_mixture import GaussianMixture
+from numpyro_dilation.gaussian_mixture import GaussianMixture, map_particles
 
 __all__ = [
     "BlockChoice",
@@ -47,6 +47,7 @@ __all__ = [
     "coordinate_prob",
     "update_block_choice",
     "propose",
+    "log_proposal_ratio",
     "step",
 ]
 
@@ -95,30 +96,40 @@ def propose(
     x: Array,
     coordinate_prob: Array,
 ) -> tuple[Array, Array, Array]:
-    """``x'``, ``log q_B(x_B) - log q_B(x'_B)`` for a random block ``B``, and
-    whether ``B`` is one coordinate.
+    """A draw ``x'`` for one particle: the new point, whether ``B`` is one
+    coordinate, and that coordinate ``j``.
 
     The full block draws from ``mixture``; one coordinate ``j`` from the 1-D
-    mixture ``marginals[j]``.
+    mixture ``marginals[j]``. The two kinds are alternatives, so they share
+    their random numbers.
     """
     key_u, key_z = jax.random.split(key)
     d = x.shape[-1]
     u = jax.random.uniform(key_u, (3,), x.dtype)
     z = jax.random.normal(key_z, (d,), x.dtype)
     j = jnp.minimum((u[1] * d).astype(int), d - 1)
-    # The two block kinds are alternatives: they may share their random numbers.
     full = gaussian_mixture.transform(mixture, u[2], z)
-    full_ratio = gaussian_mixture.logpdf(mixture, x) - gaussian_mixture.logpdf(
-        mixture, full
-    )
     marginal = jax.tree.map(lambda a: a[j], marginals)
     value = gaussian_mixture.transform(marginal, u[2], z[j, None])
-    one_ratio = gaussian_mixture.logpdf(marginal, x[j, None]) - gaussian_mixture.logpdf(
-        marginal, value
-    )
     one = u[0] < coordinate_prob
-    new = jnp.where(one, x.at[j].set(value[0]), full)
-    return new, jnp.where(one, one_ratio, full_ratio), one
+    return jnp.where(one, x.at[j].set(value[0]), full), one, j
+
+
+def log_proposal_ratio(
+    mixture: GaussianMixture,
+    marginals: GaussianMixture,
+    x: Array,
+    new: Array,
+    one: Array,
+    j: Array,
+) -> Array:
+    """``log q_B(x_B) - log q_B(x'_B)`` for the block of ``propose``."""
+    full = gaussian_mixture.logpdf(mixture, x) - gaussian_mixture.logpdf(mixture, new)
+    marginal = jax.tree.map(lambda a: a[j], marginals)
+    coordinate = gaussian_mixture.logpdf(
+        marginal, x[j, None]
+    ) - gaussian_mixture.logpdf(marginal, new[j, None])
+    return jnp.where(one, coordinate, full)
 
 
 def step(
@@ -129,12 +140,27 @@ def step(
     marginals: GaussianMixture,
     coordinate_prob: Array,
 ) -> tuple[langevin.LangevinState, JumpInfo]:
-    """One jump of one particle (``vmap`` it); costs one gradient."""
+    """One jump of every particle of a population (``state`` has a particle axis).
+
+    One gradient per particle; the mixture densities are evaluated in chunks
+    of particles (``map_particles``), so memory stays ``O(chunk * K * d)``.
+    """
+    n = state.position.shape[0]
     key_prop, key_acc = jax.random.split(key)
-    new, log_q_ratio, one = propose(
-        key_prop, mixture, marginals, state.position, coordinate_prob
+    new, one, j = jax.vmap(
+        lambda k, x: propose(k, mixture, marginals, x, coordinate_prob)
+    )(jax.random.split(key_prop, n), state.position)
+    log_q_ratio = map_particles(
+        lambda *a: log_proposal_ratio(mixture, marginals, *a),
+        state.position,
+        new,
+        one,
+        j,
+        num_components=mixture.means.shape[0],
     )
-    proposal = langevin.init(new, logdensity_and_grad_fn)
+    proposal = jax.vmap(lambda x: langevin.init(x, logdensity_and_grad_fn))(new)
     log_ratio = proposal.logdensity - state.logdensity + log_q_ratio
-    state, info = langevin.metropolis(key_acc, state, proposal, log_ratio)
+    state, info = jax.vmap(langevin.metropolis)(
+        jax.random.split(key_acc, n), state, proposal, log_ratio
+    )
     return state, JumpInfo(info.acceptance_rate, info.is_accepted, one)

@@ -195,31 +195,23 @@ def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
     )
 
 
-def _each_particle(key, state: SamplerState, lam, logdensity_and_grad_fn, move):
-    """``move(key, LangevinState, fn)`` on each particle; ``fn`` is ``p_lam``'s."""
+def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``."""
+    h = jnp.exp(state.step_size.log_step_size) * lam
+    precond = make_preconditioner(state.inv_mass)
 
     def one(key, y, c, logdensity, grad):
         fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
             logdensity_and_grad_fn, yi, c, lam
         )
-        return move(key, langevin.LangevinState(y, logdensity, grad), fn)
+        new, info = langevin.step(
+            key, langevin.LangevinState(y, logdensity, grad), fn, h, precond, adjusted
+        )
+        return new, info
 
     keys = jax.random.split(key, state.position.shape[0])
-    return jax.vmap(one)(
+    new, info = jax.vmap(one)(
         keys, state.position, state.center, state.logdensity, state.logdensity_grad
-    )
-
-
-def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
-    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``."""
-    h = jnp.exp(state.step_size.log_step_size) * lam
-    precond = make_preconditioner(state.inv_mass)
-    new, info = _each_particle(
-        key,
-        state,
-        lam,
-        logdensity_and_grad_fn,
-        lambda k, s, fn: langevin.step(k, s, fn, h, precond, adjusted),
     )
     return state._replace(
         position=new.position,
@@ -231,20 +223,20 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
 
 
 def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
-    """One jump per particle from the mixture of the current modes (at ``l = 1``).
+    """One jump per particle from the mixture of the current modes.
 
-    During warmup the squared jump distances tune the choice of block.
+    Jumps happen at ``l = 1``, where path and target coordinates agree. During
+    warmup the squared jump distances tune the choice of block.
     """
-    proposal = modes.proposal(state.modes)
-    prob = jumps.coordinate_prob(state.jump_block)
-    new, info = _each_particle(
+    x = state.position
+    new, info = jumps.step(
         key,
-        state,
-        state.lam,
+        langevin.LangevinState(x, state.logdensity, state.logdensity_grad),
         logdensity_and_grad_fn,
-        lambda k, s, fn: jumps.step(k, s, fn, proposal, state.modes.marginals, prob),
+        modes.proposal(state.modes),
+        state.modes.marginals,
+        jumps.coordinate_prob(state.jump_block),
     )
-    x = target_position(state)
     scale = jnp.std(x, axis=0)
     squared = jnp.sum(((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1)
     block = jax.tree.map(

@@ -27,15 +27,14 @@ def run_jumps(target, x, mixture, marginals, coordinate_prob, num_steps, seed=0)
 
         def body(i, carry):
             state, accept = carry
-            keys = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), i), n)
-            state, info = jax.vmap(
-                lambda k, s: jumps.step(k, s, fn, mixture, marginals, coordinate_prob)
-            )(keys, state)
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
+            state, info = jumps.step(
+                key, state, fn, mixture, marginals, coordinate_prob
+            )
             return state, accept + jnp.mean(info.acceptance_rate) / num_steps
 
         return jax.lax.fori_loop(0, num_steps, body, (state, 0.0))
 
-    n = x.shape[0]
     state, accept = go(x)
     return np.asarray(state.position), float(accept)
 
