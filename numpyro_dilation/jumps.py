@@ -160,7 +160,6 @@ def step(
     )
     proposal = jax.vmap(lambda x: langevin.init(x, logdensity_and_grad_fn))(new)
     log_ratio = proposal.logdensity - state.logdensity + log_q_ratio
-    state, info = jax.vmap(langevin.metropolis)(
-        jax.random.split(key_acc, n), state, proposal, log_ratio
-    )
+    log_uniform = jnp.log(jax.random.uniform(key_acc, (n,), log_ratio.dtype))
+    state, info = jax.vmap(langevin.metropolis)(log_uniform, state, proposal, log_ratio)
     return state, JumpInfo(info.acceptance_rate, info.is_accepted, one)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 from jax import Array
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
@@ -22,8 +23,9 @@ from numpyro.infer.mcmc import MCMC, MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_dilation import sampler
+from numpyro_dilation import diagnostics, sampler
 from numpyro_dilation.schedules import ScheduleLike, make_levels
+from numpyro_dilation.sharding import particle_sharding, shard_particles
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -35,7 +37,7 @@ class DilationAdaptState(NamedTuple):
 
 
 class DilationState(NamedTuple):
-    """State of the vectorized chains; every field but the last two has a chain axis.
+    """State of the vectorized chains; every field but the last three has a chain axis.
 
     - **i**: iteration counter (MCMC never resets it; it decides the phase).
     - **z**: unconstrained sample (target space), a pytree like ``init_params``.
@@ -48,6 +50,8 @@ class DilationState(NamedTuple):
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **sampler_state**: the pure-JAX population state.
+    - **warmup_reference**: target-space positions kept for the end-of-warmup
+      checks (``diagnostics.monitor``).
     - **rng_key**: one key for the population.
     """
 
@@ -60,6 +64,7 @@ class DilationState(NamedTuple):
     jump_accept_prob: Array
     adapt_state: DilationAdaptState
     sampler_state: sampler.SamplerState
+    warmup_reference: Array
     rng_key: Array
 
 
@@ -84,6 +89,30 @@ def _calling_mcmc(kernel: "DilationKernel") -> MCMC | None:
     return None
 
 
+def _raise_for_discrete_sites(model, model_args, model_kwargs, err) -> None:
+    """Turn NumPyro's failure on discrete latent sites into an error naming the fix."""
+    trace = numpyro.handlers.trace(
+        numpyro.handlers.seed(model, jax.random.PRNGKey(0))
+    ).get_trace(*model_args, **model_kwargs)
+    discrete = [
+        name
+        for name, site in trace.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and site["fn"].support.is_discrete
+    ]
+    if discrete:
+        raise ValueError(
+            f"DilationKernel samples continuous latent sites; {discrete} are "
+            "discrete and NumPyro cannot enumerate them here "
+            f"({type(err).__name__}: {err}). Marginalise them out of the model "
+            "(sum the likelihood over their values, e.g. with MixtureSameFamily), "
+            "or, for sites with finite support, mark them "
+            "infer={'enumerate': 'parallel'} and install funsor "
+            "(pip install funsor) so that NumPyro sums them out."
+        ) from err
+
+
 class DilationKernel(MCMCKernel):
     """Dilation-path Langevin sampler (Chehab & Korba 2024, arXiv 2406.14040).
 
@@ -95,6 +124,12 @@ class DilationKernel(MCMCKernel):
 
     Each MCMC chain is one particle: run it with ``num_chains`` particles and
     ``chain_method="vectorized"``.
+
+    At the end of warmup the kernel checks the population and raises a
+    ``DilationWarning`` when the acceptance collapsed, many proposals diverged,
+    particles are stuck, or the population is still moving
+    (``numpyro_dilation.diagnostics``); ``check_run(mcmc)`` repeats the checks
+    over the sampling phase.
 
     :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
     :param potential_fn: ``-log density`` of the parameters; then pass
@@ -134,6 +169,21 @@ class DilationKernel(MCMCKernel):
         many modes are told apart).
     :param init_strategy: per-site initialisation (NumPyro's), for ``model``.
     :param forward_mode_differentiation: use forward-mode autodiff.
+    :param shard_particles: split the particles evenly over all devices
+        (``jax.devices()``: every GPU, and every host's in a multi-host JAX
+        cluster) so that each computes its share of the gradients; the
+        population statistics are reduced across devices and the draws are
+        those of one device up to the order of floating-point sums
+        (``numpyro_dilation.sharding``). ``None`` (default): whenever there is
+        more than one device and ``num_chains`` is a multiple of their number;
+        ``True``: always (an error otherwise); ``False``: never.
+
+    **Memory.** The state is a few ``num_chains x d`` arrays. ``MCMC`` keeps
+    ``num_chains x num_samples / thinning`` draws (plus one value per chain per
+    draw for each default field), and holds them twice for a moment at the end
+    of a run while it puts chains first. To keep a large population's draws
+    small, thin them: ``MCMC(..., thinning=10)`` keeps every tenth draw of every
+    particle (docs/benchmarks-performance.md measures the peak).
 
     **Example**
 
@@ -167,6 +217,7 @@ class DilationKernel(MCMCKernel):
         max_modes: int = 64,
         init_strategy: Callable = init_to_uniform,
         forward_mode_differentiation: bool = False,
+        shard_particles: bool | None = None,
     ):
         if (model is None) == (potential_fn is None):
             raise ValueError(
@@ -214,6 +265,7 @@ class DilationKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
         self._dense_mass = dense_mass
+        self._shard = shard_particles
         self._options = sampler.SamplerOptions(
             adjusted=step == "mala",
             target_accept_prob=target_accept_prob,
@@ -281,15 +333,19 @@ class DilationKernel(MCMCKernel):
     def _initial_params(self, keys, init_params, model_args, model_kwargs):
         num_chains = keys.shape[0]
         if self._model is not None:
-            info = initialize_model(
-                keys,
-                self._model,
-                init_strategy=self._init_strategy,
-                dynamic_args=True,
-                model_args=model_args,
-                model_kwargs=model_kwargs,
-                forward_mode_differentiation=self._forward_mode,
-            )
+            try:
+                info = initialize_model(
+                    keys,
+                    self._model,
+                    init_strategy=self._init_strategy,
+                    dynamic_args=True,
+                    model_args=model_args,
+                    model_kwargs=model_kwargs,
+                    forward_mode_differentiation=self._forward_mode,
+                )
+            except (ImportError, RuntimeError) as err:
+                _raise_for_discrete_sites(self._model, model_args, model_kwargs, err)
+                raise
             self._potential_fn_gen = info.potential_fn
             self._postprocess_fn_gen = info.postprocess_fn
             if not jax.tree.leaves(info.param_info.z):
@@ -358,6 +414,15 @@ class DilationKernel(MCMCKernel):
                 "with chain_method='vectorized'.",
                 stacklevel=2,
             )
+        if num_warmup < diagnostics.MIN_WARMUP:
+            warnings.warn(
+                f"num_warmup={num_warmup} is too short for DilationKernel to anneal "
+                "the particles and adapt the step size and preconditioner, and for "
+                "the end-of-warmup checks: raise num_warmup to at least "
+                f"{diagnostics.MIN_WARMUP} (500 is typical).",
+                diagnostics.DilationWarning,
+                stacklevel=2,
+            )
         init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
         self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
@@ -365,13 +430,6 @@ class DilationKernel(MCMCKernel):
             flat = flat.astype(jnp.result_type(float))
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
         center = self._centers(flat)
-        values = jax.vmap(lambda x: logdensity_and_grad(x)[0])(center)
-        if not bool(jnp.all(jnp.isfinite(values))):
-            idx = np.flatnonzero(~np.isfinite(np.asarray(values)))[:10]
-            raise ValueError(
-                f"The potential is not finite at the initial centres of chains "
-                f"{idx.tolist()}: pass init_params (or center) inside the support."
-            )
         num_anneal = int(round(self._anneal_fraction * num_warmup))
         num_levels = self._num_levels or max(1, num_anneal // 5)
         levels = make_levels(self._schedule, num_levels, self._lambda_min)
@@ -392,10 +450,40 @@ class DilationKernel(MCMCKernel):
             inv_mass,
             self._options.max_modes,
         )
+        if not bool(jnp.all(jnp.isfinite(pop.logdensity))):
+            idx = np.flatnonzero(~np.isfinite(np.asarray(pop.logdensity)))[:10]
+            raise ValueError(
+                f"The potential is not finite at the initial centres of chains "
+                f"{idx.tolist()}: pass init_params (or center) inside the support."
+            )
         self._sample_fn = self.sample
-        return self._view(pop, keys[0], single)
+        reference = sampler.target_position(pop)
+        state = self._view(pop, reference, keys[0], single)
+        sharding = self._particle_sharding(center.shape[0])
+        if sharding is None:
+            return state
+        placed = shard_particles(state._replace(rng_key=None), sharding, len(center))
+        return placed._replace(rng_key=state.rng_key)
 
-    def _view(self, pop: sampler.SamplerState, rng_key: Array, single: bool):
+    def _particle_sharding(self, num_particles: int):
+        if self._shard is False or num_particles == 1:
+            return None
+        sharding = particle_sharding(num_particles)
+        num_devices = jax.device_count()
+        if sharding is None and num_devices > 1:
+            message = (
+                f"num_chains={num_particles} particles do not split evenly over "
+                f"{num_devices} devices: pass a multiple of {num_devices} to use "
+                "them all"
+            )
+            if self._shard:
+                raise ValueError(message + " (shard_particles=True).")
+            warnings.warn(message + "; running on one device.", stacklevel=3)
+        return sharding
+
+    def _view(
+        self, pop: sampler.SamplerState, reference: Array, rng_key: Array, single: bool
+    ):
         n = pop.position.shape[0]
         x = sampler.target_position(pop)
         per_chain = (
@@ -412,7 +500,7 @@ class DilationKernel(MCMCKernel):
         )
         if single:
             per_chain = jax.tree.map(lambda a: a[0], per_chain)
-        return DilationState(*per_chain, pop, rng_key)
+        return DilationState(*per_chain, pop, reference, rng_key)
 
     def sample(
         self, state: DilationState, model_args: tuple, model_kwargs: dict
@@ -423,4 +511,5 @@ class DilationKernel(MCMCKernel):
         pop, _ = sampler.step(
             key, state.sampler_state, logdensity_and_grad, self._options
         )
-        return self._view(pop, rng_key, single)
+        reference = diagnostics.monitor(pop, state.warmup_reference)
+        return self._view(pop, reference, rng_key, single)

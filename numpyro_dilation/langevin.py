@@ -33,6 +33,7 @@ __all__ = [
     "log_proposal_density",
     "log_acceptance_ratio",
     "step",
+    "step_from_noise",
     "metropolis",
 ]
 
@@ -92,14 +93,31 @@ def log_acceptance_ratio(
     step_size: Array,
     precond: Preconditioner,
 ) -> Array:
-    """``r = log p(x') + log q(x | x') - log p(x) - log q(x' | x)``."""
-    forward = log_proposal_density(
-        proposal.position, state.position, state.logdensity_grad, step_size, precond
+    """``r = log p(x') + log q(x | x') - log p(x) - log q(x' | x)``.
+
+    The Gaussian constants of ``q`` cancel; with ``f = x' - x - h M grad log p(x)``
+    and ``b = x - x' - h M grad log p(x')``,
+    ``r = log p(x') - log p(x) + (|L^-1 f|^2 - |L^-1 b|^2) / (4h)``.
+    """
+    forward = (
+        proposal.position
+        - state.position
+        - step_size * precond.apply(state.logdensity_grad)
     )
-    backward = log_proposal_density(
-        state.position, proposal.position, proposal.logdensity_grad, step_size, precond
+    return _log_ratio(state, proposal, forward, step_size, precond)
+
+
+def _log_ratio(state, proposal, forward, step_size, precond) -> Array:
+    """``r`` of :func:`log_acceptance_ratio` given the forward offset ``f``."""
+    backward = (
+        state.position
+        - proposal.position
+        - step_size * precond.apply(proposal.logdensity_grad)
     )
-    return proposal.logdensity + backward - state.logdensity - forward
+    squared = jnp.sum(precond.whiten(forward) ** 2) - jnp.sum(
+        precond.whiten(backward) ** 2
+    )
+    return proposal.logdensity - state.logdensity + squared / (4 * step_size)
 
 
 def step(
@@ -116,20 +134,47 @@ def step(
     its move, a free measure of its discretisation error used to adapt ``h``.
     """
     key_prop, key_acc = jax.random.split(key)
-    position = propose(key_prop, state, step_size, precond)
-    proposal = init(position, logdensity_and_grad_fn)
-    log_ratio = log_acceptance_ratio(state, proposal, step_size, precond)
-    return metropolis(key_acc, state, proposal, log_ratio, adjusted)
+    z = jax.random.normal(key_prop, state.position.shape, state.position.dtype)
+    log_uniform = jnp.log(jax.random.uniform(key_acc))
+    return step_from_noise(
+        z, log_uniform, state, logdensity_and_grad_fn, step_size, precond, adjusted
+    )
+
+
+def step_from_noise(
+    z: Array,
+    log_uniform: Array,
+    state: LangevinState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    step_size: Array,
+    precond: Preconditioner,
+    adjusted: bool = True,
+) -> tuple[LangevinState, LangevinInfo]:
+    """:func:`step` with its randomness given: ``z ~ N(0, I)`` drives the proposal
+    and ``log_uniform = log U``, ``U ~ U(0, 1)``, the accept test.
+
+    A population draws both for all its particles in one call each, which is
+    cheaper than one key per particle when the target is cheap. The forward
+    offset ``f`` of the acceptance ratio is the scaled noise ``sqrt(2h) L z``
+    itself (computing it once keeps the step as fast as a hand-written one).
+    """
+    step_size = jnp.asarray(step_size, state.position.dtype)
+    noise = jnp.sqrt(2 * step_size) * precond.scale_noise(z)
+    drift = step_size * precond.apply(state.logdensity_grad)
+    proposal = init(state.position + drift + noise, logdensity_and_grad_fn)
+    log_ratio = _log_ratio(state, proposal, noise, step_size, precond)
+    return metropolis(log_uniform, state, proposal, log_ratio, adjusted)
 
 
 def metropolis(
-    key: Array,
+    log_uniform: Array,
     state: LangevinState,
     proposal: LangevinState,
     log_ratio: Array,
     adjusted: bool = True,
 ) -> tuple[LangevinState, LangevinInfo]:
-    """Accept ``proposal`` with probability ``min(1, exp(log_ratio))``.
+    """Accept ``proposal`` if ``log_uniform < log_ratio`` (probability
+    ``min(1, exp(log_ratio))`` for ``log_uniform = log U``, ``U ~ U(0, 1)``).
 
     A proposal with a non-finite log density or gradient is rejected and flagged
     divergent. ``adjusted=False`` accepts every finite proposal (ULA).
@@ -139,10 +184,7 @@ def metropolis(
     )
     log_ratio = jnp.where(finite & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    if adjusted:
-        is_accepted = jnp.log(jax.random.uniform(key)) < log_ratio
-    else:
-        is_accepted = finite
+    is_accepted = log_uniform < log_ratio if adjusted else finite
     new_state = jax.tree.map(
         lambda new, old: jnp.where(is_accepted, new, old), proposal, state
     )

@@ -10,7 +10,8 @@ annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
   particles under it (one gradient, no move), so every iteration costs exactly
   one gradient per particle.
 * ``A <= t < W``  tune at ``l = 1``: the preconditioner is re-estimated from the
-  population every iteration; ``eps`` keeps adapting.
+  population every iteration; ``eps`` keeps adapting; particles stuck far out
+  in the tails are replaced by copies of others (``stragglers``).
 * ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
 
 Multimodal targets (docs/multimodal.md), on by default:
@@ -49,6 +50,7 @@ from numpyro_dilation import (
     langevin,
     modes,
     rebalancing,
+    stragglers,
 )
 from numpyro_dilation.preconditioner import make_preconditioner
 
@@ -196,22 +198,34 @@ def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
 
 
 def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
-    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``."""
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``.
+
+    The proposal noise and the accept uniforms of the whole population are drawn
+    in one call each (one key per particle costs more than a cheap target).
+    """
     h = jnp.exp(state.step_size.log_step_size) * lam
     precond = make_preconditioner(state.inv_mass)
+    key_noise, key_accept = jax.random.split(key)
+    y = state.position
+    z = jax.random.normal(key_noise, y.shape, y.dtype)
+    log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
 
-    def one(key, y, c, logdensity, grad):
+    def one(z, log_uniform, y, c, logdensity, grad):
         fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
             logdensity_and_grad_fn, yi, c, lam
         )
-        new, info = langevin.step(
-            key, langevin.LangevinState(y, logdensity, grad), fn, h, precond, adjusted
+        return langevin.step_from_noise(
+            z,
+            log_uniform,
+            langevin.LangevinState(y, logdensity, grad),
+            fn,
+            h,
+            precond,
+            adjusted,
         )
-        return new, info
 
-    keys = jax.random.split(key, state.position.shape[0])
     new, info = jax.vmap(one)(
-        keys, state.position, state.center, state.logdensity, state.logdensity_grad
+        z, log_uniform, y, state.center, state.logdensity, state.logdensity_grad
     )
     return state._replace(
         position=new.position,
@@ -296,6 +310,24 @@ def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
         diverging=jnp.zeros_like(state.diverging),
         modes=found,
     )
+
+
+def _replace_stragglers(key, state: SamplerState) -> SamplerState:
+    """Warmup only: see ``stragglers``; every per-particle field is copied."""
+    fields = (
+        "position",
+        "center",
+        "logdensity",
+        "logdensity_grad",
+        "accept_prob",
+        "jump_accept_prob",
+    )
+    copied, _ = stragglers.replace_stragglers(
+        jax.random.fold_in(key, 1),
+        {name: getattr(state, name) for name in fields},
+        target_potential(state),
+    )
+    return state._replace(**copied)
 
 
 def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> SamplerState:
@@ -383,5 +415,9 @@ def step(
     )
     state = jax.lax.switch(branch, branches, state)
     state = _adapt(state, options, branch == 0)
+    if state.position.shape[0] > 1:
+        state = jax.lax.cond(
+            tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
+        )
     info = SamplerInfo(branch == 1, branch == 2, branch == 3)
     return state._replace(iteration=t + 1), info

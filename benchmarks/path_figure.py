@@ -1,0 +1,92 @@
+"""The figure of docs/how-it-works.md: particles travelling along the dilation path.
+
+DilationKernel anneals 1024 particles on the 2-D mixture of 40 Gaussians
+(means in [-40, 40]^2), once from one shared Dirac centre at the origin (the
+paper's setting) and once from one centre per particle, drawn uniformly in
+the box (``center`` defaults to each particle's initial point, spread as the
+init strategy spreads them). Each panel shows the particles in path coordinates
+``y = c + sqrt(l) (x - c)`` at one level ``l``, over the 40 mode centres.
+
+    python benchmarks/path_figure.py            # writes docs/img/dilation_path.png
+"""
+
+import argparse
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+from numpyro.infer import MCMC
+
+from numpyro_dilation import DilationKernel, targets
+
+LEVELS_SHOWN = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+
+
+def anneal(center: np.ndarray, num_warmup: int, seed: int):
+    """Warmup draws in target space (chains, W, 2), their levels (W,) and centres."""
+    target = targets.forty_mode_mixture()
+    num_particles = center.shape[0]
+    mcmc = MCMC(
+        DilationKernel(targets.as_numpyro_model(target), center=jnp.asarray(center)),
+        num_warmup=num_warmup,
+        num_samples=1,
+        num_chains=num_particles,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    init = {"x": jnp.asarray(center)}
+    mcmc.warmup(
+        jax.random.PRNGKey(seed),
+        collect_warmup=True,
+        extra_fields=("dilation_level",),
+        init_params=init,
+    )
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    levels = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["dilation_level"])
+    return x, levels[0], target
+
+
+def main(num_particles: int = 1024, num_warmup: int = 400, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    centres = {
+        "one shared centre (the paper)": np.zeros((num_particles, 2)),
+        "one centre per particle, uniform in the box": rng.uniform(
+            -40, 40, (num_particles, 2)
+        ),
+    }
+    fig = Figure(figsize=(3.0 * len(LEVELS_SHOWN), 6.4))
+    axes = fig.subplots(2, len(LEVELS_SHOWN), sharex=True, sharey=True)
+    for row, (title, center) in enumerate(centres.items()):
+        x, levels, target = anneal(center, num_warmup, seed)
+        for col, level in enumerate(LEVELS_SHOWN):
+            # the last warmup iteration spent at the level nearest to `level`
+            nearest = levels[np.argmin(np.abs(np.log(levels) - np.log(level)))]
+            t = np.flatnonzero(levels == nearest)[-1]
+            lam = levels[t]
+            y = center + np.sqrt(lam) * (x[:, t] - center)
+            ax = axes[row, col]
+            ax.scatter(*np.asarray(target.means).T, s=60, c="0.85", marker="o")
+            ax.scatter(y[:, 0], y[:, 1], s=2, alpha=0.5, color=f"C{row}")
+            ax.set_title(f"l = {lam:.1e}", fontsize=10)
+            ax.set_xlim(-50, 50)
+            ax.set_ylim(-50, 50)
+        axes[row, 0].set_ylabel(title, fontsize=10)
+    fig.suptitle(
+        "Particles on the dilation path y = c + sqrt(l) (x - c), "
+        "grey discs: the 40 modes of the target"
+    )
+    fig.tight_layout()
+    out = Path(__file__).resolve().parent.parent / "docs" / "img" / "dilation_path.png"
+    fig.savefig(out, dpi=90)
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-particles", type=int, default=1024)
+    parser.add_argument("--num-warmup", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    main(**vars(parser.parse_args()))

@@ -1,0 +1,209 @@
+"""Warnings that a run went wrong: collapsed acceptance, divergences, stuck particles,
+and a population still moving at the end of warmup.
+
+``population_warnings`` is a pure function of statistics of the population at two
+times ``k`` iterations apart (positions ``x_i(t - k)`` and ``x_i(t)``, acceptance
+probabilities and divergence flags in between). Four checks, each with its
+threshold:
+
+* acceptance collapsed: the mean MALA acceptance probability is below
+  ``ACCEPTANCE_FLOOR`` (the step size adapts towards 0.574);
+* divergences: more than ``DIVERGENT_SHARE`` of the proposals had a non-finite
+  potential or gradient (they were rejected, the draws stay valid);
+* stuck particles: more than ``STUCK_SHARE`` of the particles did not move at all
+  in ``k`` iterations (at an acceptance near 0.574 a particle stays put ``k = 10``
+  times in a row with probability ``0.43^10 < 2e-4``);
+* still moving: the paired differences ``d_i = x_i(t) - x_i(t - k)`` have a mean
+  that is not zero. At stationarity the particles are independent draws of the
+  same law at both times, so ``E d = 0`` and ``z_j = mean(d_j) / (sd(d_j)/sqrt(n))``
+  is Student-t with ``n - 1`` degrees of freedom; the threshold is its quantile
+  for a false-alarm probability of ``FLOW_FALSE_ALARM`` per run (Bonferroni over
+  the ``d`` coordinates). Mass still flowing between modes moves the mean.
+
+The checks need ``MIN_PARTICLES`` particles (below, the population statistics are
+too noisy to judge) and a window of ``MIN_WINDOW`` iterations.
+
+They run automatically at the end of warmup (``monitor``, called by
+``DilationKernel.sample``: a ``jax.debug.callback`` that fires once, on the last
+warmup iteration, over the second half of the tuning phase), and on demand over
+the sampling phase with ``check_run(mcmc)``.
+"""
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+from jax import Array
+
+from numpyro_dilation import sampler
+
+__all__ = [
+    "DilationWarning",
+    "MIN_WARMUP",
+    "population_warnings",
+    "monitor",
+    "check_run",
+]
+
+MIN_WARMUP = 100
+MIN_PARTICLES = 32
+MIN_WINDOW = 10
+ACCEPTANCE_FLOOR = 0.1
+DIVERGENT_SHARE = 0.05
+STUCK_SHARE = 0.1
+FLOW_FALSE_ALARM = 1e-6
+
+
+class DilationWarning(UserWarning):
+    """A DilationKernel run whose draws should not be trusted as they are."""
+
+
+def population_warnings(
+    accept_prob: np.ndarray,
+    diverging: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    num_iterations: int,
+    when: str,
+) -> list[str]:
+    """The messages of the four checks (empty when all pass).
+
+    :param accept_prob: acceptance probabilities, any shape (the mean is used).
+    :param diverging: divergence flags, any shape (the mean is used).
+    :param before: positions ``x_i(t - k)``, shape ``(n, d)``.
+    :param after: positions ``x_i(t)``, shape ``(n, d)``.
+    :param num_iterations: ``k``.
+    :param when: where in the run, e.g. ``"at the end of warmup"``.
+    """
+    before = np.asarray(before, float).reshape(np.shape(before)[0], -1)
+    after = np.asarray(after, float).reshape(before.shape)
+    n, d = before.shape
+    if n < MIN_PARTICLES or num_iterations < MIN_WINDOW:
+        return []
+    messages = []
+    acceptance = float(np.mean(accept_prob))
+    if acceptance < ACCEPTANCE_FLOOR:
+        messages.append(
+            f"DilationKernel: the mean acceptance probability {when} is "
+            f"{acceptance:.3f} (below {ACCEPTANCE_FLOOR}): the particles barely "
+            "move. Raise num_warmup so that the step size can adapt; if the "
+            "parameters have very different scales or strong correlations, "
+            "reparametrise the model or use dense_mass=True."
+        )
+    divergent = float(np.mean(diverging))
+    if divergent > DIVERGENT_SHARE:
+        messages.append(
+            f"DilationKernel: {divergent:.1%} of the proposals {when} were "
+            "divergent (the potential or its gradient was NaN or inf there). They "
+            "were rejected, so the draws stay valid, but those particles mix "
+            "slowly. If the model should be finite there, look for the NaN (e.g. a "
+            "log of a negative number); for a hard boundary, sample a constrained "
+            "parameter instead."
+        )
+    stuck = float(np.mean(np.all(after == before, axis=1)))
+    if stuck > STUCK_SHARE:
+        messages.append(
+            f"DilationKernel: {stuck:.1%} of the particles did not move at all in "
+            f"the last {num_iterations} iterations {when}: they are stuck (every "
+            "proposal rejected, or steps below the floating-point resolution of "
+            "their position), typically far from the posterior mass when its "
+            "scale is much smaller than the spread of the initial points. Start "
+            "nearer the posterior (init_params, init_strategy), rescale the "
+            "parameters, or raise num_warmup."
+        )
+    diff = after - before
+    sd = np.std(diff, axis=0, ddof=1)
+    moving = sd > 0
+    if np.any(moving):
+        z = np.abs(np.mean(diff[:, moving], axis=0)) / (sd[moving] / np.sqrt(n))
+        threshold = scipy.stats.t.isf(FLOW_FALSE_ALARM / (2 * d), n - 1)
+        if np.max(z) > threshold:
+            j = int(np.flatnonzero(moving)[np.argmax(z)])
+            messages.append(
+                f"DilationKernel: the population was still moving {when}: over "
+                f"the last {num_iterations} iterations the mean of coordinate {j} "
+                f"shifted by {np.max(z):.1f} standard errors (threshold "
+                f"{threshold:.1f}). The particles have not settled (e.g. mass "
+                "still flowing between modes), so the draws do not represent the "
+                "posterior yet. Raise num_warmup."
+            )
+    return messages
+
+
+def _warn(messages: list[str]) -> None:
+    for message in messages:
+        warnings.warn(message, DilationWarning, stacklevel=3)
+
+
+def _warn_end_of_warmup(accept_prob, diverging, before, after, window) -> None:
+    _warn(
+        population_warnings(
+            accept_prob, diverging, before, after, int(window), "at the end of warmup"
+        )
+    )
+
+
+def monitor(state: sampler.SamplerState, reference: Array) -> Array:
+    """The end-of-warmup check, called after every iteration; returns ``reference``.
+
+    ``reference`` keeps the target-space positions at iteration ``W - k``, with
+    ``k`` half the tuning phase; at iteration ``W`` a ``jax.debug.callback``
+    raises the warnings of ``population_warnings`` as ``DilationWarning``. The
+    callback runs when the computation reaches that iteration (asynchronously:
+    ``jax.effects_barrier()`` waits for it).
+    """
+    schedule = state.schedule
+    window = (schedule.num_warmup - schedule.num_anneal) // 2
+    position = sampler.target_position(state)
+    reference = jnp.where(
+        state.iteration == schedule.num_warmup - window, position, reference
+    )
+    jax.lax.cond(
+        (state.iteration == schedule.num_warmup) & (window >= MIN_WINDOW),
+        lambda: jax.debug.callback(
+            _warn_end_of_warmup,
+            state.accept_prob,
+            state.diverging,
+            reference,
+            position,
+            window,
+        ),
+        lambda: None,
+    )
+    return reference
+
+
+def check_run(mcmc: Any, warn: bool = True) -> list[str]:
+    """The four checks over the sampling phase of a finished ``MCMC`` run.
+
+    Uses the collected ``accept_prob`` and ``diverging`` (default fields of
+    ``DilationKernel``) and the draws of the first and last sample of every
+    particle. Returns the messages, and raises them as ``DilationWarning`` when
+    ``warn``.
+    """
+    fields = mcmc.get_extra_fields(group_by_chain=True)
+    missing = {"accept_prob", "diverging"} - set(fields)
+    if missing:
+        raise ValueError(
+            f"check_run needs the fields {sorted(missing)}: run MCMC without "
+            "removing DilationKernel's default fields."
+        )
+    leaves = jax.tree.leaves(mcmc.get_samples(group_by_chain=True))
+    draws = np.concatenate(
+        [np.reshape(np.asarray(x, float), np.shape(x)[:2] + (-1,)) for x in leaves],
+        axis=-1,
+    )
+    messages = population_warnings(
+        np.asarray(fields["accept_prob"]),
+        np.asarray(fields["diverging"]),
+        draws[:, 0],
+        draws[:, -1],
+        (draws.shape[1] - 1) * mcmc.thinning,
+        "during sampling",
+    )
+    if warn:
+        _warn(messages)
+    return messages

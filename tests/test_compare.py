@@ -1,0 +1,200 @@
+"""The comparison table against ArviZ's own functions, and the figures."""
+
+import arviz as az
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer import NUTS
+
+from numpyro_dilation import DilationKernel, targets
+from numpyro_dilation.compare import (
+    Comparison,
+    Run,
+    _CompileTimer,
+    _mode_table,
+    compare,
+)
+from numpyro_dilation.plots import latent_sites, plot_density, write_figures
+
+Y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
+# Two made-up "modes" of mu: the table must report the shares of draws nearest
+# to each, whatever the posterior is.
+MODE_MEANS = np.array([[0.5], [1.5]])
+
+
+def normal_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(5.0))
+    numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+@pytest.fixture(scope="module")
+def comparison() -> Comparison:
+    return compare(
+        normal_model,
+        Y,
+        num_warmup=100,
+        num_samples=100,
+        num_chains=2,
+        num_particles=64,
+        seed=1,
+        mode_means=MODE_MEANS,
+        true_mode_weights=[0.25, 0.75],
+        mode_sites=["mu"],
+    )
+
+
+def test_runs_and_budgets(comparison):
+    assert list(comparison.idata) == ["NUTS", "DilationKernel"]
+    assert comparison.reference == "NUTS"
+    nuts, dil = (comparison.idata[k].posterior for k in comparison.idata)
+    assert (nuts.sizes["chain"], nuts.sizes["draw"]) == (2, 100)
+    assert (dil.sizes["chain"], dil.sizes["draw"]) == (64, 100)
+    table = comparison.table
+    assert table.loc["DilationKernel", "chains"] == 64
+    assert table.loc["NUTS", "warmup"] == 100
+
+
+@pytest.mark.parametrize("name", ["NUTS", "DilationKernel"])
+def test_diagnostics_match_arviz_summary(comparison, name):
+    idata = comparison.idata[name]
+    summary = az.summary(idata, kind="diagnostics", round_to="none")
+    row = comparison.table.loc[name]
+    np.testing.assert_allclose(row["ess_bulk_min"], summary["ess_bulk"].min())
+    np.testing.assert_allclose(row["ess_tail_min"], summary["ess_tail"].min())
+    np.testing.assert_allclose(row["rhat_max"], summary["r_hat"].max())
+    assert row["divergences"] == int(idata.sample_stats["diverging"].sum())
+    np.testing.assert_allclose(row["ess_per_s"], row["ess_bulk_min"] / row["time_s"])
+    np.testing.assert_allclose(
+        row["ess_per_grad"], row["ess_bulk_min"] / row["gradients"]
+    )
+    assert row["time_s"] > 0 and row["compile_s"] > 0
+
+
+def test_gradient_counts(comparison):
+    table = comparison.table
+    # DilationKernel: one gradient per particle per iteration, warmup included.
+    assert table.loc["DilationKernel", "gradients"] == 64 * (100 + 100)
+    # NUTS: its sampling leapfrog steps are in the ArviZ sample stats; the warmup
+    # adds at least one step per warmup iteration and chain.
+    sampling_steps = int(comparison.idata["NUTS"].sample_stats["n_steps"].sum())
+    assert table.loc["NUTS", "gradients"] >= sampling_steps + 2 * 100
+
+
+@pytest.mark.parametrize("name", ["NUTS", "DilationKernel"])
+def test_parameters_match_arviz_summary(comparison, name):
+    summary = az.summary(comparison.idata[name], kind="stats", round_to="none")
+    params = comparison.parameters
+    assert list(params.index) == list(summary.index) == ["mu", "sigma"]
+    np.testing.assert_allclose(params[(name, "mean")], summary["mean"])
+    np.testing.assert_allclose(params[(name, "sd")], summary["sd"])
+
+
+def test_differences_in_reference_sds(comparison):
+    params = comparison.parameters
+    ref_mean, ref_sd = params[("NUTS", "mean")], params[("NUTS", "sd")]
+    np.testing.assert_allclose(
+        params[("DilationKernel", "diff_sd")],
+        (params[("DilationKernel", "mean")] - ref_mean) / ref_sd,
+    )
+    np.testing.assert_allclose(
+        params[("DilationKernel", "sd_ratio")],
+        params[("DilationKernel", "sd")] / ref_sd,
+    )
+
+
+@pytest.mark.parametrize("name", ["NUTS", "DilationKernel"])
+def test_mode_weights(comparison, name):
+    mu = comparison.idata[name].posterior["mu"].values.ravel()
+    nearest = np.where(mu < 1.0, 0, 1)
+    shares = np.bincount(nearest, minlength=2) / len(mu)
+    np.testing.assert_allclose(comparison.mode_weights[name], shares, atol=1e-6)
+    np.testing.assert_allclose(comparison.mode_weights["target"], [0.25, 0.75])
+    row = comparison.table.loc[name]
+    assert row["modes_found"] == np.sum(shares > targets.MIN_MODE_SHARE)
+    tv = 0.5 * np.abs(shares - [0.25, 0.75]).sum()
+    np.testing.assert_allclose(row["mode_weight_tv"], tv, atol=1e-6)
+
+
+def test_text_and_csv(comparison, tmp_path):
+    text = comparison.to_string()
+    for word in ["ess_bulk_min", "gradients", "diff_sd", "mode shares", "sigma"]:
+        assert word in text
+    paths = comparison.save_tables(tmp_path)
+    assert {p.name for p in paths} == {
+        "table.csv",
+        "parameters.csv",
+        "mode_weights.csv",
+    }
+
+
+def test_figures(comparison, tmp_path):
+    paths = write_figures(comparison, tmp_path)
+    names = {p.name for p in paths}
+    assert names == {
+        "forest.png",
+        "trace_NUTS.png",
+        "trace_DilationKernel.png",
+        "pair.png",
+        "density.png",
+    }
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def three_normals():
+    numpyro.sample("x", dist.Normal(0.0, 1.0).expand([3]))
+
+
+def test_density_plot_refuses_more_than_two_dimensions(tmp_path):
+    idata = az.from_dict(posterior={"x": np.zeros((1, 5, 3))})
+    fake = Comparison(
+        idata={"a": idata},
+        table=None,
+        parameters=None,
+        mode_weights=None,
+        model=three_normals,
+        model_args=(),
+        model_kwargs={},
+    )
+    assert latent_sites(fake) == {"x": (3,)}
+    with pytest.raises(ValueError, match="3 latent scalars"):
+        plot_density(fake, tmp_path / "d.png")
+
+
+def test_compile_timer_counts_nested_spans_once():
+    timer = _CompileTimer()
+    with timer:
+        pass
+    for start, end in [(0.0, 2.0), (1.0, 1.5), (1.8, 3.0), (5.0, 6.0)]:
+        timer._listen("/jax/core/compile/backend_compile_duration", start, end)
+    timer._listen("/jax/other", 10.0, 20.0)
+    assert timer.seconds == pytest.approx(3.0 + 1.0)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unique"):
+        compare(normal_model, Y, kernels=[NUTS(normal_model), NUTS(normal_model)])
+    nuts = NUTS(normal_model)
+    with pytest.raises(ValueError, match="fresh kernel"):
+        compare(normal_model, Y, kernels={"a": nuts, "b": nuts})
+    with pytest.raises(TypeError, match="NumPyro MCMC kernels"):
+        compare(normal_model, Y, kernels=[normal_model])
+    with pytest.raises(ValueError, match="num_samples"):
+        compare(normal_model, Y, num_samples=0)
+    with pytest.raises(ValueError, match="mode_means"):
+        compare(normal_model, Y, mode_means=[1.0, 2.0])
+    with pytest.raises(ValueError, match="true_mode_weights"):
+        compare(normal_model, Y, mode_means=MODE_MEANS, true_mode_weights=[1.0])
+    with pytest.raises(ValueError, match="vectorized"):
+        compare(
+            normal_model,
+            Y,
+            kernels=[Run(DilationKernel(normal_model), chain_method="sequential")],
+        )
+
+
+def test_mode_means_of_the_wrong_dimension_are_named(comparison):
+    with pytest.raises(ValueError, match="mode_sites"):
+        _mode_table(comparison.idata, np.zeros((2, 3)), None, None)

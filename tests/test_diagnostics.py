@@ -1,0 +1,122 @@
+"""The run warnings: the pure checks on synthetic populations, and the automatic
+end-of-warmup hook and ``check_run`` on real runs."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer import MCMC
+
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.diagnostics import (
+    DilationWarning,
+    check_run,
+    population_warnings,
+)
+
+N, D, K = 512, 3, 50
+
+
+def healthy(seed: int):
+    """A stationary reversible population: x(t - k) and x(t) are exchangeable."""
+    rng = np.random.default_rng(seed)
+    before = rng.normal(size=(N, D))
+    after = 0.6 * before + 0.8 * rng.normal(size=(N, D))
+    return rng.uniform(0.3, 0.9, size=N), np.zeros(N, bool), before, after
+
+
+def test_healthy_populations_raise_nothing():
+    # 200 stationary populations: the flow threshold is set for a false-alarm
+    # probability of 1e-6 per population, so none may fire.
+    for seed in range(200):
+        assert population_warnings(*healthy(seed), K, "here") == []
+
+
+def test_each_check_fires_on_its_fault():
+    accept, diverging, before, after = healthy(0)
+    assert (
+        "acceptance"
+        in population_warnings(np.full(N, 0.05), diverging, before, after, K, "here")[0]
+    )
+    assert (
+        "divergent"
+        in population_warnings(
+            accept, np.arange(N) < N // 10, before, after, K, "here"
+        )[0]
+    )
+    stuck = after.copy()
+    stuck[: N // 5] = before[: N // 5]
+    assert (
+        "did not move"
+        in population_warnings(accept, diverging, before, stuck, K, "here")[0]
+    )
+    # 8% of the particles jump from the mode at -2 to the mode at +2 in the
+    # window: mass flowing between modes shifts the mean by 0.32, about 8
+    # standard errors of the paired differences (sd ~ 1.2, n = 512).
+    rng = np.random.default_rng(1)
+    before = np.where(rng.uniform(size=(N, 1)) < 0.5, -2.0, 2.0) + 0.5 * rng.normal(
+        size=(N, 1)
+    )
+    after = before + 0.3 * rng.normal(size=(N, 1))
+    jumpers = (before[:, 0] < 0) & (np.arange(N) < 0.16 * N)
+    after[jumpers] += 4.0
+    (message,) = population_warnings(accept, diverging, before, after, K, "here")
+    assert "still moving here" in message and "coordinate 0" in message
+
+
+def test_small_populations_and_windows_are_not_judged():
+    accept, diverging, before, after = healthy(0)
+    few = slice(0, 31)
+    args = (np.zeros(31), diverging[few], before[few], before[few])
+    assert population_warnings(*args, K, "here") == []
+    assert population_warnings(accept * 0, diverging, before, before, 9, "here") == []
+
+
+def run(potential, init, num_warmup=200, num_samples=100, **kernel_kwargs):
+    mcmc = MCMC(
+        DilationKernel(potential_fn=potential, **kernel_kwargs),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=init.shape[0],
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(0), init_params=init)
+    jax.effects_barrier()  # the end-of-warmup callback may still be pending
+    return mcmc
+
+
+def standard_normal(x):
+    return 0.5 * jnp.sum(x**2)
+
+
+def test_healthy_run_raises_nothing():
+    init = jax.random.normal(jax.random.PRNGKey(1), (256, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DilationWarning)
+        mcmc = run(standard_normal, init)
+        assert check_run(mcmc) == []
+
+
+def test_collapsed_acceptance_warns_at_end_of_warmup_and_after_the_run():
+    # A fixed step of 5 on N(0, I_10): every proposal overshoots.
+    init = jax.random.normal(jax.random.PRNGKey(1), (256, 10))
+    with pytest.warns(DilationWarning, match="acceptance probability at the end of"):
+        mcmc = run(standard_normal, init, step_size=5.0, adapt_step_size=False)
+    messages = check_run(mcmc, warn=False)
+    assert any("acceptance probability during sampling" in m for m in messages)
+
+
+def test_population_still_moving_between_modes_warns():
+    # Modes at -1.7 and +1.7 (sd 0.6), every particle started and centred in the
+    # left one: during the tuning phase particles keep crossing the barrier to
+    # the right (about 8% of the population in the last 50 warmup iterations).
+    def two_modes(x):
+        lp = jax.scipy.stats.norm.logpdf(x[0], jnp.array([-1.7, 1.7]), 0.6)
+        return -jax.scipy.special.logsumexp(lp)
+
+    init = -1.7 + 0.6 * jax.random.normal(jax.random.PRNGKey(1), (1024, 1))
+    with pytest.warns(DilationWarning, match="still moving at the end of warmup"):
+        run(two_modes, init, num_samples=1, center=jnp.array([-1.7]))
