@@ -46,6 +46,8 @@ class DilationState(NamedTuple):
     - **diverging**: the last proposal (or re-evaluation) had a non-finite
       potential or gradient; the particle was kept where it was.
     - **dilation_level**: the current level ``l`` of the dilation path.
+    - **jump_accept_prob**: acceptance probability of the particle's latest
+      inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **sampler_state**: the pure-JAX population state.
     - **warmup_reference**: target-space positions kept for the end-of-warmup
@@ -59,6 +61,7 @@ class DilationState(NamedTuple):
     accept_prob: Array
     diverging: Array
     dilation_level: Array
+    jump_accept_prob: Array
     adapt_state: DilationAdaptState
     sampler_state: sampler.SamplerState
     warmup_reference: Array
@@ -152,6 +155,18 @@ class DilationKernel(MCMCKernel):
         point, default), ``"shared"`` (one centre, the mean of the initial
         points: the paper's setting), or an array of unconstrained values,
         shape ``(d,)`` or ``(num_chains, d)``.
+        The centres decide which modes are found: a particle ends in a mode
+        near its centre, so spread the initial points over the region where
+        modes may lie (``init_strategy=init_to_sample`` draws them from the
+        prior), see docs/multimodal.md.
+    :param rebalance: at the last warmup iteration, estimate each mode's mass
+        by importance sampling and resample particles between modes.
+    :param jump_prob: probability per iteration, from the end of annealing on,
+        that all particles make an exact Metropolis-Hastings jump from the
+        mixture fitted to the modes instead of a Langevin step (0 disables;
+        no jump is made while a single mode is found).
+    :param max_modes: number of clusters fitted to the particles (at most that
+        many modes are told apart).
     :param init_strategy: per-site initialisation (NumPyro's), for ``model``.
     :param forward_mode_differentiation: use forward-mode autodiff.
     :param shard_particles: split the particles evenly over all devices
@@ -197,6 +212,9 @@ class DilationKernel(MCMCKernel):
         num_levels: int | None = None,
         anneal_fraction: float = 0.5,
         center: str | Array = "init",
+        rebalance: bool = True,
+        jump_prob: float = 0.5,
+        max_modes: int = 64,
         init_strategy: Callable = init_to_uniform,
         forward_mode_differentiation: bool = False,
         shard_particles: bool | None = None,
@@ -226,6 +244,12 @@ class DilationKernel(MCMCKernel):
             raise ValueError(
                 f"num_levels must be a positive integer, got {num_levels}."
             )
+        if not 0.0 <= jump_prob <= 1.0:
+            raise ValueError(
+                f"jump_prob must be in [0, 1], got {jump_prob}; 0 turns jumps off."
+            )
+        if int(max_modes) != max_modes or max_modes < 1:
+            raise ValueError(f"max_modes must be a positive integer, got {max_modes}.")
         if isinstance(center, str) and center not in ("init", "shared"):
             raise ValueError(
                 f"center={center!r} is not known: use 'init', 'shared' or an array."
@@ -248,6 +272,9 @@ class DilationKernel(MCMCKernel):
             adapt_step_size=adapt_step_size,
             adapt_inv_mass=adapt_mass_matrix,
             dense_mass=dense_mass,
+            rebalance=bool(rebalance),
+            jump_prob=float(jump_prob),
+            max_modes=int(max_modes),
         )
         self._potential_fn_gen = None
         self._postprocess_fn_gen = None
@@ -271,6 +298,7 @@ class DilationKernel(MCMCKernel):
             "diverging",
             "adapt_state.step_size",
             "dilation_level",
+            "jump_accept_prob",
         )
 
     def get_diagnostics_str(self, state: DilationState) -> str:
@@ -415,7 +443,12 @@ class DilationKernel(MCMCKernel):
             else jnp.ones(dim, flat.dtype)
         )
         pop = sampler.init(
-            center, logdensity_and_grad, schedule, self._step_size, inv_mass
+            center,
+            logdensity_and_grad,
+            schedule,
+            self._step_size,
+            inv_mass,
+            self._options.max_modes,
         )
         if not bool(jnp.all(jnp.isfinite(pop.logdensity))):
             idx = np.flatnonzero(~np.isfinite(np.asarray(pop.logdensity)))[:10]
@@ -460,6 +493,7 @@ class DilationKernel(MCMCKernel):
             pop.accept_prob,
             pop.diverging,
             jnp.full(n, pop.lam),
+            pop.jump_accept_prob,
             DilationAdaptState(
                 jnp.full(n, jnp.exp(pop.step_size.log_step_size), x.dtype)
             ),

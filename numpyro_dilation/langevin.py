@@ -34,6 +34,7 @@ __all__ = [
     "log_acceptance_ratio",
     "step",
     "step_from_noise",
+    "metropolis",
 ]
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
@@ -161,10 +162,26 @@ def step_from_noise(
     noise = jnp.sqrt(2 * step_size) * precond.scale_noise(z)
     drift = step_size * precond.apply(state.logdensity_grad)
     proposal = init(state.position + drift + noise, logdensity_and_grad_fn)
+    log_ratio = _log_ratio(state, proposal, noise, step_size, precond)
+    return metropolis(log_uniform, state, proposal, log_ratio, adjusted)
+
+
+def metropolis(
+    log_uniform: Array,
+    state: LangevinState,
+    proposal: LangevinState,
+    log_ratio: Array,
+    adjusted: bool = True,
+) -> tuple[LangevinState, LangevinInfo]:
+    """Accept ``proposal`` if ``log_uniform < log_ratio`` (probability
+    ``min(1, exp(log_ratio))`` for ``log_uniform = log U``, ``U ~ U(0, 1)``).
+
+    A proposal with a non-finite log density or gradient is rejected and flagged
+    divergent. ``adjusted=False`` accepts every finite proposal (ULA).
+    """
     finite = jnp.isfinite(proposal.logdensity) & jnp.all(
         jnp.isfinite(proposal.logdensity_grad)
     )
-    log_ratio = _log_ratio(state, proposal, noise, step_size, precond)
     log_ratio = jnp.where(finite & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
     is_accepted = log_uniform < log_ratio if adjusted else finite

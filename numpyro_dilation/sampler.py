@@ -14,6 +14,24 @@ annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
   in the tails are replaced by copies of others (``stragglers``).
 * ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
 
+Multimodal targets (docs/multimodal.md), on by default:
+
+* at ``t = A`` and three more times, evenly, while tuning, the population's
+  modes are found (``modes.find_modes``: no gradient); from ``t = A`` on, with
+  probability ``jump_prob`` per iteration (one coin for the population,
+  independent of the state), every particle makes an exact
+  Metropolis-Hastings jump from the mixture fitted to the modes (``jumps.step``)
+  instead of a Langevin step, as long as more than one mode was found;
+* at ``t = W - 1`` (the last warmup iteration) the modes are found again and
+  the population is rebalanced: each mode's mass is estimated by importance
+  sampling and particles are resampled between modes
+  (``rebalancing.rebalance``; its draws are the iteration's one evaluation per
+  particle). The modes, with their corrected masses, are then frozen: the jump
+  proposal of the sampling phase.
+
+Each kernel of the sampling phase (MALA, jump) leaves ``p`` invariant and the
+choice between them does not depend on the state, so sampling stays exact.
+
 Particles start at their Dirac centres (``y = c``), which is the law ``p_0``.
 The state knows its own schedule, so a step needs nothing but the state.
 """
@@ -25,7 +43,15 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation import adaptation, dilation_path, langevin, stragglers
+from numpyro_dilation import (
+    adaptation,
+    dilation_path,
+    jumps,
+    langevin,
+    modes,
+    rebalancing,
+    stragglers,
+)
 from numpyro_dilation.preconditioner import make_preconditioner
 
 __all__ = ["Schedule", "SamplerOptions", "SamplerState", "SamplerInfo", "init", "step"]
@@ -42,7 +68,13 @@ class Schedule(NamedTuple):
 
 
 class SamplerOptions(NamedTuple):
-    """Static options. ``adjusted=False`` runs the paper's ULA (biased at l = 1)."""
+    """Static options. ``adjusted=False`` runs the paper's ULA (biased at l = 1).
+
+    ``rebalance``: correct the mode masses at the last warmup iteration;
+    ``jump_prob``: probability of a jump iteration from ``t = A`` on (0: none);
+    ``max_modes``: clusters fitted (``K``); ``min_mode_ess``: the effective
+    sample size under which a mode's mass estimate is not used.
+    """
 
     adjusted: bool = True
     target_accept_prob: float = 0.574
@@ -50,6 +82,10 @@ class SamplerOptions(NamedTuple):
     adapt_step_size: bool = True
     adapt_inv_mass: bool = True
     dense_mass: bool = False
+    rebalance: bool = True
+    jump_prob: float = 0.5
+    max_modes: int = 64
+    min_mode_ess: float = 20.0
 
 
 class SamplerState(NamedTuple):
@@ -66,10 +102,15 @@ class SamplerState(NamedTuple):
     step_size: adaptation.StepSizeState
     inv_mass: Array
     schedule: Schedule
+    modes: modes.Modes
+    jump_block: jumps.BlockChoice
+    jump_accept_prob: Array
 
 
 class SamplerInfo(NamedTuple):
     is_rescale: Array
+    is_jump: Array
+    is_rebalance: Array
 
 
 def level_at(schedule: Schedule, t: Array) -> Array:
@@ -108,9 +149,10 @@ def init(
     schedule: Schedule,
     step_size: float,
     inv_mass: Array,
+    max_modes: int = SamplerOptions().max_modes,
 ) -> SamplerState:
-    """All particles at their centres (``y = c``), at the first level."""
-    n = center.shape[0]
+    """All particles at their centres (``y = c``), at the first level, no modes yet."""
+    n, d = center.shape
     lam = level_at(schedule, jnp.zeros((), int))
     logdensity, grad = _evaluate(logdensity_and_grad_fn, center, center, lam)
     return SamplerState(
@@ -125,6 +167,9 @@ def init(
         step_size=adaptation.step_size_init(step_size),
         inv_mass=inv_mass,
         schedule=schedule,
+        modes=modes.empty(n, d, max_modes, center.dtype),
+        jump_block=jumps.block_choice_init(center.dtype),
+        jump_accept_prob=jnp.zeros(n, center.dtype),
     )
 
 
@@ -191,9 +236,92 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
     )
 
 
+def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
+    """One jump per particle from the mixture of the current modes.
+
+    Jumps happen at ``l = 1``, where path and target coordinates agree. During
+    warmup the squared jump distances tune the choice of block.
+    """
+    x = state.position
+    new, info = jumps.step(
+        key,
+        langevin.LangevinState(x, state.logdensity, state.logdensity_grad),
+        logdensity_and_grad_fn,
+        modes.proposal(state.modes),
+        state.modes.marginals,
+        jumps.coordinate_prob(state.jump_block),
+    )
+    scale = jnp.std(x, axis=0)
+    squared = jnp.sum(((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1)
+    block = jax.tree.map(
+        lambda a, b: jnp.where(state.iteration < state.schedule.num_warmup, a, b),
+        jumps.update_block_choice(state.jump_block, squared, info.is_coordinate),
+        state.jump_block,
+    )
+    return state._replace(
+        jump_block=block,
+        position=new.position,
+        logdensity=new.logdensity,
+        logdensity_grad=new.logdensity_grad,
+        jump_accept_prob=info.acceptance_rate,
+        diverging=jnp.zeros_like(state.diverging),
+    )
+
+
+def _find_modes(key, state: SamplerState, logdensity_and_grad_fn, options):
+    """The modes of the population in target space (at ``l = 1``)."""
+    found, _ = modes.find_modes(
+        key,
+        target_position(state),
+        -target_potential(state),
+        logdensity_and_grad_fn,
+        options.max_modes,
+    )
+    return found
+
+
+def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
+    """Correct the masses of the modes just found; resample particles between them."""
+    index, found = rebalancing.rebalance(
+        key,
+        target_position(state),
+        state.modes,
+        lambda x: logdensity_and_grad_fn(x)[0],
+        options.min_mode_ess,
+    )
+    per_particle = (
+        state.position,
+        state.center,
+        state.logdensity,
+        state.logdensity_grad,
+        state.accept_prob,
+        state.jump_accept_prob,
+    )
+    position, center, logdensity, grad, accept_prob, jump_accept_prob = (
+        a[index] for a in per_particle
+    )
+    return state._replace(
+        position=position,
+        center=center,
+        logdensity=logdensity,
+        logdensity_grad=grad,
+        accept_prob=accept_prob,
+        jump_accept_prob=jump_accept_prob,
+        diverging=jnp.zeros_like(state.diverging),
+        modes=found,
+    )
+
+
 def _replace_stragglers(key, state: SamplerState) -> SamplerState:
     """Warmup only: see ``stragglers``; every per-particle field is copied."""
-    fields = ("position", "center", "logdensity", "logdensity_grad", "accept_prob")
+    fields = (
+        "position",
+        "center",
+        "logdensity",
+        "logdensity_grad",
+        "accept_prob",
+        "jump_accept_prob",
+    )
     copied, _ = stragglers.replace_stragglers(
         jax.random.fold_in(key, 1),
         {name: getattr(state, name) for name in fields},
@@ -246,20 +374,50 @@ def step(
     options: SamplerOptions,
 ) -> tuple[SamplerState, SamplerInfo]:
     """One iteration of the population (one gradient per particle)."""
-    lam = level_at(state.schedule, state.iteration)
-    is_rescale = lam != state.lam
-    state = jax.lax.cond(
-        is_rescale,
-        lambda s: _rescale(s, lam, logdensity_and_grad_fn),
-        lambda s: _move(key, s, lam, logdensity_and_grad_fn, options.adjusted),
-        state,
-    )
-    state = _adapt(state, options, ~is_rescale)
-    if state.position.shape[0] > 1:
-        tuning = (state.iteration >= state.schedule.num_anneal) & (
-            state.iteration < state.schedule.num_warmup
+    t = state.iteration
+    schedule = state.schedule
+    key_move, key_modes, key_coin = jax.random.split(key, 3)
+    lam = level_at(schedule, t)
+    tuning = (t >= schedule.num_anneal) & (t < schedule.num_warmup)
+    is_rebalance = options.rebalance & tuning & (t == schedule.num_warmup - 1)
+    jumping = options.jump_prob > 0
+    if jumping or options.rebalance:
+        period = jnp.maximum((schedule.num_warmup - schedule.num_anneal) // 4, 1)
+        state = jax.lax.cond(
+            is_rebalance
+            | (jumping & tuning & ((t - schedule.num_anneal) % period == 0)),
+            lambda s: s._replace(
+                modes=_find_modes(key_modes, s, logdensity_and_grad_fn, options)
+            ),
+            lambda s: s,
+            state,
         )
+    is_jump = (
+        jumping
+        & (t >= schedule.num_anneal)
+        & ~is_rebalance
+        & (state.modes.num_modes > 1)
+        & (jax.random.uniform(key_coin) < options.jump_prob)
+    )
+    # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump, 3 rebalance.
+    branches = [
+        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options.adjusted),
+        lambda s: _rescale(s, lam, logdensity_and_grad_fn),
+        lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
+        lambda s: (
+            _rebalance(key_move, s, logdensity_and_grad_fn, options)
+            if options.rebalance
+            else s
+        ),
+    ]
+    branch = jnp.where(
+        lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, 0))
+    )
+    state = jax.lax.switch(branch, branches, state)
+    state = _adapt(state, options, branch == 0)
+    if state.position.shape[0] > 1:
         state = jax.lax.cond(
             tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
         )
-    return state._replace(iteration=state.iteration + 1), SamplerInfo(is_rescale)
+    info = SamplerInfo(branch == 1, branch == 2, branch == 3)
+    return state._replace(iteration=t + 1), info
