@@ -444,6 +444,10 @@ def _spawn(argv: list[str], device: str) -> dict:
     env = dict(os.environ)
     if device == "cpu":
         env["JAX_PLATFORMS"] = "cpu"
+        # jaxlib's CPU LAPACK calls (the dense preconditioner's Cholesky and
+        # triangular solves) run on OpenBLAS threads that keep spinning after
+        # each call and steal the cores XLA computes on.
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")
     proc = subprocess.run(
         [sys.executable, __file__, *argv], capture_output=True, text=True, env=env
     )

@@ -33,7 +33,6 @@ import warnings
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 from jax import Array
@@ -157,9 +156,13 @@ def monitor(state: sampler.SamplerState, reference: Array) -> Array:
     """
     schedule = state.schedule
     window = (schedule.num_warmup - schedule.num_anneal) // 2
-    position = sampler.target_position(state)
-    reference = jnp.where(
-        state.iteration == schedule.num_warmup - window, position, reference
+    # A copy at one iteration only (a select over all particles every
+    # iteration costs as much as a cheap target's gradient).
+    reference = jax.lax.cond(
+        state.iteration == schedule.num_warmup - window,
+        sampler.target_position,
+        lambda _: reference,
+        state,
     )
     jax.lax.cond(
         (state.iteration == schedule.num_warmup) & (window >= MIN_WINDOW),
@@ -168,7 +171,7 @@ def monitor(state: sampler.SamplerState, reference: Array) -> Array:
             state.accept_prob,
             state.diverging,
             reference,
-            position,
+            sampler.target_position(state),
             window,
         ),
         lambda: None,

@@ -46,7 +46,15 @@ def replace_stragglers(key: Array, particles, potential: Array):
     stragglers = find_stragglers(potential)
     n = potential.shape[0]
     keep = ~stragglers
-    weights = jnp.where(jnp.any(keep), keep.astype(potential.dtype), 1.0)
-    donors = jax.random.choice(key, n, (n,), p=weights / jnp.sum(weights))
-    source = jnp.where(stragglers & jnp.any(keep), donors, jnp.arange(n))
-    return jax.tree.map(lambda leaf: leaf[source], particles), stragglers
+
+    def replace(particles):
+        weights = keep.astype(potential.dtype)
+        donors = jax.random.choice(key, n, (n,), p=weights / jnp.sum(weights))
+        source = jnp.where(stragglers, donors, jnp.arange(n))
+        return jax.tree.map(lambda leaf: leaf[source], particles)
+
+    # Most iterations have no straggler: skip the draw and the copies then.
+    particles = jax.lax.cond(
+        jnp.any(stragglers) & jnp.any(keep), replace, lambda p: p, particles
+    )
+    return particles, stragglers

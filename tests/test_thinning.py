@@ -30,6 +30,7 @@ def test_thinning_keeps_every_kth_draw_of_the_same_run():
     full, full_fields = _draws(1)
     thinned, fields = _draws(3)
     assert full.shape == (16, 30, 3) and thinned.shape == (16, 10, 3)
+    assert np.std(np.asarray(full)) > 0.5  # the particles move: N(0, I) draws
     # NumPyro's fori_collect keeps the last iteration of each block of `thinning`.
     np.testing.assert_array_equal(thinned, full[:, 2::3])
     for name, value in fields.items():
