@@ -96,7 +96,8 @@ def fit(
     """Per-label moments, weights ``a_k = n_k / n``.
 
     The variance of a component is shrunk towards the pooled within-component
-    variance ``V`` (so that a component of one particle is still proper),
+    variance ``V`` (floored at ``1e-6`` times each coordinate's variance over
+    all particles), so that a component of one particle is still proper:
 
         s_k^2 = inflation * (sum_{i in k} (x_i - mu_k)^2 + n0 V) / (n_k + n0),
 
@@ -110,8 +111,8 @@ def fit(
     means = sums / jnp.maximum(counts, 1.0)[:, None]
     squares = jax.ops.segment_sum((x - means[labels]) ** 2, labels, num_components)
     pooled = jnp.sum(squares, axis=0) / n
-    tiny = jnp.finfo(x.dtype).tiny
-    pooled = jnp.maximum(pooled, 1e-6 * jnp.maximum(jnp.mean(pooled), tiny))
+    floor = 1e-6 * jnp.var(x, axis=0) + jnp.finfo(x.dtype).tiny
+    pooled = jnp.maximum(pooled, floor)
     var = (squares + prior_count * pooled) / (counts[:, None] + prior_count)
     return GaussianMixture(
         log_weights=jnp.log(counts / n),

@@ -64,6 +64,7 @@ class BlockChoice(NamedTuple):
 class JumpInfo(NamedTuple):
     acceptance_rate: Array
     is_accepted: Array
+    is_divergent: Array
     is_coordinate: Array
 
 
@@ -162,4 +163,4 @@ def step(
     log_ratio = proposal.logdensity - state.logdensity + log_q_ratio
     log_uniform = jnp.log(jax.random.uniform(key_acc, (n,), log_ratio.dtype))
     state, info = jax.vmap(langevin.metropolis)(log_uniform, state, proposal, log_ratio)
-    return state, JumpInfo(info.acceptance_rate, info.is_accepted, one)
+    return state, JumpInfo(*info, one)

@@ -117,6 +117,15 @@ def test_population_still_moving_between_modes_warns():
         lp = jax.scipy.stats.norm.logpdf(x[0], jnp.array([-1.7, 1.7]), 0.6)
         return -jax.scipy.special.logsumexp(lp)
 
+    # The plain path: with its default inter-mode jumps the kernel equilibrates
+    # the two modes during tuning and nothing is left moving.
     init = -1.7 + 0.6 * jax.random.normal(jax.random.PRNGKey(1), (1024, 1))
     with pytest.warns(DilationWarning, match="still moving at the end of warmup"):
-        run(two_modes, init, num_samples=1, center=jnp.array([-1.7]))
+        run(
+            two_modes,
+            init,
+            num_samples=1,
+            center=jnp.array([-1.7]),
+            rebalance=False,
+            jump_prob=0.0,
+        )
