@@ -1,10 +1,11 @@
 """The ceiling: a plain population MALA loop in raw JAX, nothing else.
 
 Every particle makes one preconditioned MALA step per iteration (Roberts &
-Tweedie 1996) with a fixed step size ``h`` and diagonal inverse mass ``m``:
+Tweedie 1996) with a fixed step size ``h`` and inverse mass ``M = L L^T``
+(diagonal, a vector, or dense):
 
-    x' = x + h m * grad log p(x) + sqrt(2 h m) * z,       z ~ N(0, I)
-    log q(a | b) = -|a - b - h m * grad log p(b)|^2_{m^-1} / (4 h) + const
+    x' = x + h M grad log p(x) + sqrt(2 h) L z,       z ~ N(0, I)
+    log q(a | b) = -|L^-1 (a - b - h M grad log p(b))|^2 / (4 h) + const
     accept if log U < log p(x') + log q(x | x') - log p(x) - log q(x' | x)
 
 No NumPyro, no dilation path, no adaptation, no statistics but the draws: what
@@ -22,23 +23,36 @@ from jax import Array
 __all__ = ["mala"]
 
 
+def _metric(inv_mass: Array):
+    """``g -> M g``, ``z -> L z`` and ``v -> |L^-1 v|^2`` on rows of a batch."""
+    if inv_mass.ndim == 1:
+        return (
+            lambda g: inv_mass * g,
+            lambda z: jnp.sqrt(inv_mass) * z,
+            lambda v: jnp.sum(v**2 / inv_mass, -1),
+        )
+    chol = jnp.linalg.cholesky(inv_mass)
+    chol_inv_t = jnp.linalg.inv(chol).T
+    return (
+        lambda g: g @ inv_mass,
+        lambda z: z @ chol.T,
+        lambda v: jnp.sum((v @ chol_inv_t) ** 2, -1),
+    )
+
+
 def _mala_step(value_and_grad: Callable, step_size: Array, inv_mass: Array):
+    apply, scale, norm2 = _metric(inv_mass)
+
     def step(carry, key):
         x, logp, grad = carry
         key_noise, key_accept = jax.random.split(key)
-        drift = step_size * inv_mass * grad
-        noise = jnp.sqrt(2 * step_size * inv_mass) * jax.random.normal(
-            key_noise, x.shape, x.dtype
+        noise = jnp.sqrt(2 * step_size) * scale(
+            jax.random.normal(key_noise, x.shape, x.dtype)
         )
-        proposal = x + drift + noise
+        proposal = x + step_size * apply(grad) + noise
         logp_new, grad_new = value_and_grad(proposal)
-        back = x - proposal - step_size * inv_mass * grad_new
-        log_ratio = (
-            logp_new
-            - logp
-            + (jnp.sum(noise**2 / inv_mass, -1) - jnp.sum(back**2 / inv_mass, -1))
-            / (4 * step_size)
-        )
+        back = x - proposal - step_size * apply(grad_new)
+        log_ratio = logp_new - logp + (norm2(noise) - norm2(back)) / (4 * step_size)
         log_u = jnp.log(jax.random.uniform(key_accept, logp.shape, x.dtype))
         accept = log_u < log_ratio
         carry = (

@@ -10,10 +10,10 @@ The value frozen after warmup is the average of ``log eps_t`` over the final
 window, which removes most of the noise of a small population.
 
 Preconditioner: the population's variance (diagonal) or covariance (dense),
-shrunk towards a multiple of the identity as Stan does for its windowed
-estimate, but scale-free so it works from 1e-6 to 1e6:
+shrunk as Stan does for its windowed estimate, but relative to each
+coordinate's own variance so that it works from 1e-6 to 1e6 in one target:
 
-    M = n/(n+5) S + 5/(n+5) * 1e-3 * mean(diag S) * I
+    M = n/(n+5) S + 5/(n+5) * 1e-3 * diag(S)
 """
 
 from typing import NamedTuple
@@ -64,16 +64,23 @@ def final_step_size(state: StepSizeState) -> Array:
     return jnp.exp(jnp.where(state.count > 0, mean, state.log_step_size))
 
 
-def population_inv_mass(positions: Array, dense: bool = False) -> Array:
-    """Shrunk population (co)variance of ``positions`` of shape ``(n, d)``."""
-    n = positions.shape[0]
+def population_inv_mass(
+    positions: Array, dense: bool = False, previous: Array | None = None
+) -> Array:
+    """Shrunk population (co)variance of ``positions`` of shape ``(n, d)``.
+
+    Each coordinate is shrunk relative to its own variance, so coordinates of
+    scale 1e-6 and 1e6 in one target each get their own. A coordinate with no
+    spread at all keeps its ``previous`` value (default 1).
+    """
+    n, d = positions.shape
     centred = positions - jnp.mean(positions, axis=0)
+    var = jnp.sum(centred**2, axis=0) / max(n - 1, 1)
+    fallback = jnp.ones(d, positions.dtype) if previous is None else previous
+    fallback = jnp.diagonal(fallback) if fallback.ndim == 2 else fallback
+    spread = var > 0
     if dense:
         cov = centred.T @ centred / max(n - 1, 1)
-        scale = jnp.mean(jnp.diagonal(cov))
-        ridge = 1e-3 * jnp.where(scale > 0, scale, 1.0) * jnp.eye(cov.shape[0])
-        return (n * cov + 5.0 * ridge) / (n + 5.0)
-    var = jnp.sum(centred**2, axis=0) / max(n - 1, 1)
-    scale = jnp.mean(var)
-    floor = 1e-3 * jnp.where(scale > 0, scale, 1.0)
-    return (n * var + 5.0 * floor) / (n + 5.0)
+        shrunk = (n * cov + 5.0 * 1e-3 * jnp.diag(var)) / (n + 5.0)
+        return jnp.where(jnp.outer(spread, spread), shrunk, jnp.diag(fallback))
+    return jnp.where(spread, (n + 5.0 * 1e-3) * var / (n + 5.0), fallback)

@@ -360,7 +360,7 @@ def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> Sample
         inv_mass = jax.lax.cond(
             tuning,
             lambda s: adaptation.population_inv_mass(
-                target_position(s), options.dense_mass
+                target_position(s), options.dense_mass, s.inv_mass
             ).astype(s.inv_mass.dtype),
             lambda s: s.inv_mass,
             state,

@@ -507,3 +507,17 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
                 state.logdensity_grad, grad, rtol=10 * RTOL[dtype], atol=RTOL[dtype]
             )
         assert state.position.dtype == dt
+
+
+def test_population_inv_mass_keeps_each_coordinate_scale():
+    # Scales 1e-6 and 1e6 in one population: each coordinate's M is its own
+    # shrunk variance (n + 5e-3)/(n + 5) var_i, not floored by the other one; a
+    # coordinate without spread keeps its previous value.
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 3)) * jnp.array([1e-6, 1e6, 0.0])
+    var = np.var(np.asarray(x, float), axis=0, ddof=1)
+    m = adaptation.population_inv_mass(x, previous=jnp.array([1.0, 1.0, 7.0]))
+    np.testing.assert_allclose(m[:2], (64 + 5e-3) / 69 * var[:2], rtol=1e-4)
+    assert float(m[2]) == 7.0
+    dense = adaptation.population_inv_mass(x, dense=True)
+    np.testing.assert_allclose(np.diagonal(dense)[:2], m[:2], rtol=1e-4)
+    assert float(dense[2, 2]) == 1.0 and float(jnp.abs(dense[2, :2]).max()) == 0.0
