@@ -103,17 +103,9 @@ def run_nuts(logdensity_fn, init, budget, seed, num_warmup=1000, max_draws=20000
     per_iteration = max(float(steps[:, num_warmup // 2 :].mean()), 1.0)
     num_samples = max(int((budget - spent) / (4 * per_iteration)), 100)
     thinning = max(1, num_samples // max_draws)
-    mcmc = MCMC(
-        NUTS(potential_fn=potential),
-        num_warmup=0,
-        num_samples=num_samples,
-        num_chains=4,
-        chain_method="vectorized",
-        thinning=thinning,
-        progress_bar=False,
-    )
-    mcmc.post_warmup_state = warm.last_state
-    mcmc.run(warm.last_state.rng_key, extra_fields=("num_steps",))
+    mcmc = warm
+    mcmc.num_samples, mcmc.thinning = num_samples - num_samples % thinning, thinning
+    mcmc.run(jax.random.PRNGKey(seed + 1), extra_fields=("num_steps",))
     spent += int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum()) * thinning
     draws = np.asarray(mcmc.get_samples())
     return draws, spent, 0, time.perf_counter() - start
