@@ -13,7 +13,9 @@ it. Printed per target: gradients, log-density-only evaluations, wall time
 * asymmetric mixture (off-centre modes, widths 0.5 and 1.5), d = 2, 8, 32:
   share of the light mode (exact 0.3);
 * unimodal (correlated Gaussian d = 20, eight schools): the largest error of a
-  posterior mean, in posterior sds, with the correction on and off.
+  posterior mean, in posterior sds, with the correction on and off;
+* cost: wall time of a Langevin iteration, a jump iteration, a mode fit and a
+  rebalancing at 1k, 8k and 64k particles (two modes, d = 32).
 
 Particles start uniform in [-r, r]^d (r = 2, NumPyro's init_to_uniform, or 40
 for the 40-mode box): each particle's start is its own Dirac centre. SMC's
@@ -37,7 +39,7 @@ from numpyro.infer import MCMC, NUTS
 
 from numpyro_dilation import DilationKernel, modes, targets
 
-CASES = ("forty_modes", "two_modes", "many_well", "asymmetric", "unimodal")
+CASES = ("forty_modes", "two_modes", "many_well", "asymmetric", "unimodal", "cost")
 
 
 def dilation_cost(num_particles: int, num_warmup: int, num_samples: int, kernel):
@@ -101,17 +103,9 @@ def run_nuts(logdensity_fn, init, budget, seed, num_warmup=1000, max_draws=20000
     per_iteration = max(float(steps[:, num_warmup // 2 :].mean()), 1.0)
     num_samples = max(int((budget - spent) / (4 * per_iteration)), 100)
     thinning = max(1, num_samples // max_draws)
-    mcmc = MCMC(
-        NUTS(potential_fn=potential),
-        num_warmup=0,
-        num_samples=num_samples,
-        num_chains=4,
-        chain_method="vectorized",
-        thinning=thinning,
-        progress_bar=False,
-    )
-    mcmc.post_warmup_state = warm.last_state
-    mcmc.run(warm.last_state.rng_key, extra_fields=("num_steps",))
+    mcmc = warm
+    mcmc.num_samples, mcmc.thinning = num_samples - num_samples % thinning, thinning
+    mcmc.run(jax.random.PRNGKey(seed + 1), extra_fields=("num_steps",))
     spent += int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum()) * thinning
     draws = np.asarray(mcmc.get_samples())
     return draws, spent, 0, time.perf_counter() - start
@@ -308,6 +302,64 @@ def unimodal(args):
         )
 
 
+def _seconds(fn, *args, repeat=3):
+    """Best wall time of ``fn(*args)`` after one compiling call."""
+    jax.block_until_ready(fn(*args))
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cost(args):
+    """Wall time of each part at 1k, 8k and 64k particles (two modes, d = 32).
+
+    One Langevin iteration (the unit: one gradient per particle), one jump
+    iteration, one mode fit (k-means twice, peaks, barrier tests, marginals)
+    and one rebalancing (importance draws, assignment, resampling).
+    """
+    from numpyro_dilation import rebalancing, sampler
+    from numpyro_dilation.schedules import make_levels
+
+    target = targets.two_unequal_modes(32)
+    fn = jax.value_and_grad(target.logdensity_fn)
+    langevin_only = sampler.SamplerOptions(jump_prob=0.0)
+    jumps_only = sampler.SamplerOptions(jump_prob=1.0)
+    for n in args.cost_particles:
+        x = target.sample_fn(jax.random.PRNGKey(0), n)
+        schedule = sampler.Schedule(make_levels("geometric", 1, 1e-4), 0, 0)
+        state = sampler.init(x, fn, schedule, 0.1, jnp.ones(32))
+
+        @jax.jit
+        def fit(x):
+            logdensity = jax.vmap(target.logdensity_fn)(x)
+            return modes.find_modes(jax.random.PRNGKey(1), x, logdensity, fn, 64)[0]
+
+        state = state._replace(modes=fit(x))
+
+        def step(options):
+            return jax.jit(
+                lambda s: sampler.step(jax.random.PRNGKey(2), s, fn, options)[0]
+            )
+
+        rebalance = jax.jit(
+            lambda s: rebalancing.rebalance(
+                jax.random.PRNGKey(4), s.position, s.modes, target.logdensity_fn
+            )
+        )
+        unit = _seconds(step(langevin_only), state)
+        print(
+            f"{'cost d=32':<22} {n:>6} particles  Langevin iteration "
+            f"{unit * 1e3:8.1f} ms  jump iteration "
+            f"{_seconds(step(jumps_only), state) / unit:5.2f}x  mode fit "
+            f"{_seconds(fit, x) / unit:6.1f}x  rebalancing "
+            f"{_seconds(rebalance, state) / unit:6.1f}x",
+            flush=True,
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--particles", type=int, default=4096)
@@ -317,6 +369,9 @@ def main():
     parser.add_argument("--only", nargs="*", choices=CASES, default=CASES)
     parser.add_argument("--dims", nargs="*", type=int, default=[8, 16, 32, 64])
     parser.add_argument("--asym-dims", nargs="*", type=int, default=[2, 8, 32])
+    parser.add_argument(
+        "--cost-particles", nargs="*", type=int, default=[1024, 8192, 65536]
+    )
     parser.add_argument("--skip-nuts", action="store_true")
     parser.add_argument("--skip-smc", action="store_true")
     parser.add_argument("--quick", action="store_true", help="1024 particles, 200+100")
@@ -335,6 +390,7 @@ def main():
         "many_well": (1000, 1000),
         "asymmetric": (400, 400),
         "unimodal": (400, 400),
+        "cost": (0, 0),
     }
     for case in args.only:
         warmup, samples = (200, 100) if args.quick else budgets[case]

@@ -1,10 +1,9 @@
 """Diagonal Gaussian mixtures fitted to labelled particles.
 
-    q(x) = sum_k a_k N(x; mu_k, diag(s_k^2)),
+    q(x) = sum_k a_k N(x; mu_k, diag(s_k^2)).
 
-restricted, when a coordinate ``mask`` is given, to the coordinates it selects
-(the marginal of ``q`` on that block: a mixture of the same components, each
-marginalised). Empty components carry ``log a_k = -inf``.
+Empty components carry ``log a_k = -inf``. The marginal of ``q`` on one
+coordinate is the 1-D mixture of the components' marginals.
 
 A mixture over ``K`` components costs ``O(K d)`` per particle. Functions that
 act on a population are chunked over particles (``lax.map`` with
@@ -42,18 +41,24 @@ class GaussianMixture(NamedTuple):
     scales: Array
 
 
-def component_logpdf(mixture: GaussianMixture, x: Array, mask: Array | None = None):
-    """``log N(x_B; mu_kB, diag(s_kB^2))`` for each component ``k``; ``B = mask``."""
-    z = (x - mixture.means) / mixture.scales
-    terms = -0.5 * z**2 - jnp.log(mixture.scales) - 0.5 * jnp.log(2 * jnp.pi)
-    if mask is not None:
-        terms = jnp.where(mask, terms, 0.0)
-    return jnp.sum(terms, axis=-1)
+def component_logpdf(mixture: GaussianMixture, x: Array) -> Array:
+    """``log N(x; mu_k, diag(s_k^2))`` for each component ``k``.
+
+    ``-1/2 sum_j ((x_j - mu_kj) / s_kj)^2 + c_k``, with the constant
+    ``c_k = -sum_j log s_kj - d/2 log 2 pi`` computed once per component rather
+    than once per particle and coordinate.
+    """
+    d = mixture.means.shape[-1]
+    constant = -jnp.sum(jnp.log(mixture.scales), axis=-1) - 0.5 * d * jnp.log(
+        2 * jnp.pi
+    )
+    z = (x - mixture.means) * (1.0 / mixture.scales)
+    return constant - 0.5 * jnp.sum(z * z, axis=-1)
 
 
-def logpdf(mixture: GaussianMixture, x: Array, mask: Array | None = None) -> Array:
-    """``log q_B(x_B) = logsumexp_k (log a_k + log N(x_B; mu_kB, s_kB^2))``."""
-    return logsumexp(mixture.log_weights + component_logpdf(mixture, x, mask))
+def logpdf(mixture: GaussianMixture, x: Array) -> Array:
+    """``log q(x) = logsumexp_k (log a_k + log N(x; mu_k, s_k^2))``."""
+    return logsumexp(mixture.log_weights + component_logpdf(mixture, x))
 
 
 def transform(mixture: GaussianMixture, u: Array, z: Array) -> Array:
@@ -96,7 +101,8 @@ def fit(
     """Per-label moments, weights ``a_k = n_k / n``.
 
     The variance of a component is shrunk towards the pooled within-component
-    variance ``V`` (so that a component of one particle is still proper),
+    variance ``V`` (floored at ``1e-6`` times each coordinate's variance over
+    all particles), so that a component of one particle is still proper:
 
         s_k^2 = inflation * (sum_{i in k} (x_i - mu_k)^2 + n0 V) / (n_k + n0),
 
@@ -110,8 +116,8 @@ def fit(
     means = sums / jnp.maximum(counts, 1.0)[:, None]
     squares = jax.ops.segment_sum((x - means[labels]) ** 2, labels, num_components)
     pooled = jnp.sum(squares, axis=0) / n
-    tiny = jnp.finfo(x.dtype).tiny
-    pooled = jnp.maximum(pooled, 1e-6 * jnp.maximum(jnp.mean(pooled), tiny))
+    floor = 1e-6 * jnp.var(x, axis=0) + jnp.finfo(x.dtype).tiny
+    pooled = jnp.maximum(pooled, floor)
     var = (squares + prior_count * pooled) / (counts[:, None] + prior_count)
     return GaussianMixture(
         log_weights=jnp.log(counts / n),

@@ -64,6 +64,7 @@ class BlockChoice(NamedTuple):
 class JumpInfo(NamedTuple):
     acceptance_rate: Array
     is_accepted: Array
+    is_divergent: Array
     is_coordinate: Array
 
 
@@ -90,23 +91,23 @@ def update_block_choice(
 
 
 def propose(
-    key: Array,
     mixture: GaussianMixture,
     marginals: GaussianMixture,
     x: Array,
+    u: Array,
+    z: Array,
     coordinate_prob: Array,
 ) -> tuple[Array, Array, Array]:
-    """A draw ``x'`` for one particle: the new point, whether ``B`` is one
-    coordinate, and that coordinate ``j``.
+    """A draw ``x'`` for one particle from its random numbers ``u ~ U(0, 1)^3``
+    and ``z ~ N(0, I_d)``: the new point, whether ``B`` is one coordinate, and
+    that coordinate ``j``.
 
-    The full block draws from ``mixture``; one coordinate ``j`` from the 1-D
-    mixture ``marginals[j]``. The two kinds are alternatives, so they share
-    their random numbers.
+    ``u_0`` picks the kind of block, ``u_1`` the coordinate; the full block
+    draws from ``mixture``, one coordinate ``j`` from the 1-D mixture
+    ``marginals[j]``. The two kinds are alternatives, so they share ``u_2``
+    (the component) and ``z``.
     """
-    key_u, key_z = jax.random.split(key)
     d = x.shape[-1]
-    u = jax.random.uniform(key_u, (3,), x.dtype)
-    z = jax.random.normal(key_z, (d,), x.dtype)
     j = jnp.minimum((u[1] * d).astype(int), d - 1)
     full = gaussian_mixture.transform(mixture, u[2], z)
     marginal = jax.tree.map(lambda a: a[j], marginals)
@@ -145,11 +146,17 @@ def step(
     One gradient per particle; the mixture densities are evaluated in chunks
     of particles (``map_particles``), so memory stays ``O(chunk * K * d)``.
     """
-    n = state.position.shape[0]
-    key_prop, key_acc = jax.random.split(key)
+    n, d = state.position.shape
+    dtype = state.position.dtype
+    key_u, key_z, key_acc = jax.random.split(key, 3)
+    u = jax.random.uniform(key_u, (n, 3), dtype)
+    z = jax.random.normal(key_z, (n, d), dtype)
     new, one, j = jax.vmap(
-        lambda k, x: propose(k, mixture, marginals, x, coordinate_prob)
-    )(jax.random.split(key_prop, n), state.position)
+        lambda x, u, z: propose(mixture, marginals, x, u, z, coordinate_prob)
+    )(state.position, u, z)
+    # Materialise the draws: fused into the mixture densities below, XLA would
+    # recompute them once per component.
+    new, one, j = jax.lax.optimization_barrier((new, one, j))
     log_q_ratio = map_particles(
         lambda *a: log_proposal_ratio(mixture, marginals, *a),
         state.position,
@@ -160,6 +167,6 @@ def step(
     )
     proposal = jax.vmap(lambda x: langevin.init(x, logdensity_and_grad_fn))(new)
     log_ratio = proposal.logdensity - state.logdensity + log_q_ratio
-    log_uniform = jnp.log(jax.random.uniform(key_acc, (n,), log_ratio.dtype))
+    log_uniform = jnp.log(jax.random.uniform(key_acc, (n,), dtype))
     state, info = jax.vmap(langevin.metropolis)(log_uniform, state, proposal, log_ratio)
-    return state, JumpInfo(info.acceptance_rate, info.is_accepted, one)
+    return state, JumpInfo(*info, one)

@@ -347,12 +347,11 @@ def proposal(modes: Modes, defensive: float = 0.5) -> GaussianMixture:
     mass = jnp.exp(modes.log_mass - jax.scipy.special.logsumexp(modes.log_mass))
     mode_mass = (1 - defensive) * mass + defensive / modes.num_modes
     a = jnp.where(segment < k, jnp.append(mode_mass, 0.0)[segment] * within, 0.0)
-    mean = jax.ops.segment_sum(within[:, None] * mix.means, segment, k + 1)[:k]
-    second = jax.ops.segment_sum(
-        within[:, None] * (mix.scales**2 + mix.means**2), segment, k + 1
-    )[:k]
-    tiny = jnp.finfo(mean.dtype).tiny
-    scale = jnp.sqrt(jnp.maximum(second - mean**2, tiny))
+    mean = jax.ops.segment_sum(within[:, None] * mix.means, segment, k + 1)
+    spread = mix.scales**2 + (mix.means - mean[segment]) ** 2
+    var = jax.ops.segment_sum(within[:, None] * spread, segment, k + 1)[:k]
+    scale = jnp.sqrt(jnp.maximum(var, jnp.finfo(var.dtype).tiny))
+    mean = mean[:k]
     is_mode = jnp.isfinite(modes.log_mass)
     return GaussianMixture(
         log_weights=jnp.log(
@@ -428,6 +427,12 @@ def mode_summary(run: Any) -> ModeSummary:
     state = getattr(run, "last_state", run)
     state = getattr(state, "sampler_state", state)
     modes = state.modes
+    if int(modes.num_modes) == 0:
+        raise ValueError(
+            "No modes were fitted in this run: they are found while tuning when "
+            "DilationKernel has rebalance=True or jump_prob > 0 (the defaults) "
+            "and num_warmup leaves a tuning phase."
+        )
     x = dilation_path.to_target(state.position, state.center, state.lam)
     labels = np.asarray(assign(modes, x))
     mode_of = np.asarray(modes.mode_of)

@@ -264,7 +264,7 @@ def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
         logdensity=new.logdensity,
         logdensity_grad=new.logdensity_grad,
         jump_accept_prob=info.acceptance_rate,
-        diverging=jnp.zeros_like(state.diverging),
+        diverging=info.is_divergent,
     )
 
 
@@ -296,8 +296,9 @@ def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
         state.logdensity_grad,
         state.accept_prob,
         state.jump_accept_prob,
+        state.diverging,
     )
-    position, center, logdensity, grad, accept_prob, jump_accept_prob = (
+    position, center, logdensity, grad, accept_prob, jump_accept_prob, diverging = (
         a[index] for a in per_particle
     )
     return state._replace(
@@ -307,7 +308,7 @@ def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
         logdensity_grad=grad,
         accept_prob=accept_prob,
         jump_accept_prob=jump_accept_prob,
-        diverging=jnp.zeros_like(state.diverging),
+        diverging=diverging,
         modes=found,
     )
 
