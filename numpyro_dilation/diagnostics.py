@@ -1,13 +1,23 @@
-"""Warnings that a run went wrong: collapsed acceptance, divergences, stuck particles,
-and a population still moving at the end of warmup.
+"""Warnings that a run went wrong: collapsed acceptance, particles that reject
+almost everything, divergences, stuck particles, and a population still moving at
+the end of warmup.
 
 ``population_warnings`` is a pure function of statistics of the population at two
-times ``k`` iterations apart (positions ``x_i(t - k)`` and ``x_i(t)``, acceptance
-probabilities and divergence flags in between). Four checks, each with its
-threshold:
+times ``k`` iterations apart (positions ``x_i(t - k)`` and ``x_i(t)``, each
+particle's mean acceptance probability ``a_i`` and the divergence flags in
+between). Five checks, each with its threshold:
 
-* acceptance collapsed: the mean MALA acceptance probability is below
+* acceptance collapsed: the population's mean acceptance ``mean_i a_i`` is below
   ``ACCEPTANCE_FLOOR`` (the step size adapts towards 0.574);
+* sticky region: the mean acceptance has not collapsed but more than
+  ``STICKY_SHARE`` of the particles have ``a_i < STICKY_ACCEPTANCE``. The step
+  size is shared, so a region of the posterior whose scale is far below the
+  typical one (a funnel's neck, a hierarchical scale near 0) rejects nearly
+  every proposal: particles that enter it stay, others rarely get in, and the
+  region is under-sampled. On Neal's
+  funnel (d = 10) 9.5% of the particles have ``a_i < 0.01`` over 200 draws
+  while the sd of ``x_0`` comes out 1.7 instead of 3; on centred eight schools
+  0.2%, on Gaussians, mixtures and logistic regressions none;
 * divergences: more than ``DIVERGENT_SHARE`` of the proposals had a non-finite
   potential or gradient (they were rejected, the draws stay valid);
 * stuck particles: more than ``STUCK_SHARE`` of the particles did not move at all
@@ -30,9 +40,10 @@ the sampling phase with ``check_run(mcmc)``.
 """
 
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 from jax import Array
@@ -43,6 +54,8 @@ __all__ = [
     "DilationWarning",
     "MIN_WARMUP",
     "population_warnings",
+    "WarmupReference",
+    "init_reference",
     "monitor",
     "check_run",
 ]
@@ -51,6 +64,8 @@ MIN_WARMUP = 100
 MIN_PARTICLES = 32
 MIN_WINDOW = 10
 ACCEPTANCE_FLOOR = 0.1
+STICKY_ACCEPTANCE = 0.01
+STICKY_SHARE = 0.01
 DIVERGENT_SHARE = 0.05
 STUCK_SHARE = 0.1
 FLOW_FALSE_ALARM = 1e-6
@@ -68,9 +83,10 @@ def population_warnings(
     num_iterations: int,
     when: str,
 ) -> list[str]:
-    """The messages of the four checks (empty when all pass).
+    """The messages of the five checks (empty when all pass).
 
-    :param accept_prob: acceptance probabilities, any shape (the mean is used).
+    :param accept_prob: each particle's mean acceptance probability over the
+        ``k`` iterations, shape ``(n,)``.
     :param diverging: divergence flags, any shape (the mean is used).
     :param before: positions ``x_i(t - k)``, shape ``(n, d)``.
     :param after: positions ``x_i(t)``, shape ``(n, d)``.
@@ -91,6 +107,18 @@ def population_warnings(
             "move. Raise num_warmup so that the step size can adapt; if the "
             "parameters have very different scales or strong correlations, "
             "reparametrise the model or use dense_mass=True."
+        )
+    sticky = float(np.mean(np.asarray(accept_prob) < STICKY_ACCEPTANCE))
+    if sticky > STICKY_SHARE and acceptance >= ACCEPTANCE_FLOOR:
+        messages.append(
+            f"DilationKernel: {sticky:.1%} of the particles accepted fewer than "
+            f"{STICKY_ACCEPTANCE:.0%} of their proposals over the last "
+            f"{num_iterations} iterations {when} (mean acceptance "
+            f"{acceptance:.2f}). The posterior has a region whose scale is far "
+            "below the rest (e.g. the neck of a funnel, a hierarchical scale near "
+            "0) where the shared step size is too large: that region is "
+            "under-sampled and the draws are biased. Reparametrise the model "
+            "(e.g. non-centred, numpyro.infer.reparam.LocScaleReparam)."
         )
     divergent = float(np.mean(diverging))
     if divergent > DIVERGENT_SHARE:
@@ -145,42 +173,62 @@ def _warn_end_of_warmup(accept_prob, diverging, before, after, window) -> None:
     )
 
 
-def monitor(state: sampler.SamplerState, reference: Array) -> Array:
-    """The end-of-warmup check, called after every iteration; returns ``reference``.
+class WarmupReference(NamedTuple):
+    """What ``monitor`` keeps between iterations."""
+
+    position: Array  # target-space positions at iteration W - k
+    accept_sum: Array  # each particle's summed acceptance since W - k
+
+
+def init_reference(state: sampler.SamplerState) -> WarmupReference:
+    """The reference of a fresh population."""
+    return WarmupReference(
+        sampler.target_position(state), jnp.zeros_like(state.accept_prob)
+    )
+
+
+def monitor(state: sampler.SamplerState, reference: WarmupReference):
+    """The end-of-warmup check, called after every iteration; returns the new
+    ``reference``.
 
     ``reference`` keeps the target-space positions at iteration ``W - k``, with
-    ``k`` half the tuning phase; at iteration ``W`` a ``jax.debug.callback``
-    raises the warnings of ``population_warnings`` as ``DilationWarning``. The
-    callback runs when the computation reaches that iteration (asynchronously:
-    ``jax.effects_barrier()`` waits for it).
+    ``k`` half the tuning phase, and sums each particle's acceptance probability
+    over the ``k`` iterations that follow; at iteration ``W`` a
+    ``jax.debug.callback`` raises the warnings of ``population_warnings`` as
+    ``DilationWarning``. The callback runs when the computation reaches that
+    iteration (asynchronously: ``jax.effects_barrier()`` waits for it).
     """
     schedule = state.schedule
     window = (schedule.num_warmup - schedule.num_anneal) // 2
+    start = schedule.num_warmup - window
     # A copy at one iteration only (a select over all particles every
     # iteration costs as much as a cheap target's gradient).
-    reference = jax.lax.cond(
-        state.iteration == schedule.num_warmup - window,
+    position = jax.lax.cond(
+        state.iteration == start,
         sampler.target_position,
-        lambda _: reference,
+        lambda _: reference.position,
         state,
+    )
+    accept_sum = jnp.where(
+        state.iteration > start, reference.accept_sum + state.accept_prob, 0.0
     )
     jax.lax.cond(
         (state.iteration == schedule.num_warmup) & (window >= MIN_WINDOW),
         lambda: jax.debug.callback(
             _warn_end_of_warmup,
-            state.accept_prob,
+            accept_sum / jnp.maximum(window, 1),
             state.diverging,
-            reference,
+            position,
             sampler.target_position(state),
             window,
         ),
         lambda: None,
     )
-    return reference
+    return WarmupReference(position, accept_sum.astype(reference.accept_sum.dtype))
 
 
 def check_run(mcmc: Any, warn: bool = True) -> list[str]:
-    """The four checks over the sampling phase of a finished ``MCMC`` run.
+    """The five checks over the sampling phase of a finished ``MCMC`` run.
 
     Uses the collected ``accept_prob`` and ``diverging`` (default fields of
     ``DilationKernel``) and the draws of the first and last sample of every
@@ -200,7 +248,7 @@ def check_run(mcmc: Any, warn: bool = True) -> list[str]:
         axis=-1,
     )
     messages = population_warnings(
-        np.asarray(fields["accept_prob"]),
+        np.mean(np.asarray(fields["accept_prob"]), axis=1),
         np.asarray(fields["diverging"]),
         draws[:, 0],
         draws[:, -1],

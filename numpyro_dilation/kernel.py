@@ -50,8 +50,8 @@ class DilationState(NamedTuple):
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **sampler_state**: the pure-JAX population state.
-    - **warmup_reference**: target-space positions kept for the end-of-warmup
-      checks (``diagnostics.monitor``).
+    - **warmup_reference**: positions and acceptance sums kept for the
+      end-of-warmup checks (``diagnostics.monitor``).
     - **rng_key**: one key for the population.
     """
 
@@ -64,7 +64,7 @@ class DilationState(NamedTuple):
     jump_accept_prob: Array
     adapt_state: DilationAdaptState
     sampler_state: sampler.SamplerState
-    warmup_reference: Array
+    warmup_reference: diagnostics.WarmupReference
     rng_key: Array
 
 
@@ -457,8 +457,7 @@ class DilationKernel(MCMCKernel):
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        reference = sampler.target_position(pop)
-        state = self._view(pop, reference, keys[0], single)
+        state = self._view(pop, diagnostics.init_reference(pop), keys[0], single)
         sharding = self._particle_sharding(center.shape[0])
         if sharding is None:
             return state
@@ -482,7 +481,11 @@ class DilationKernel(MCMCKernel):
         return sharding
 
     def _view(
-        self, pop: sampler.SamplerState, reference: Array, rng_key: Array, single: bool
+        self,
+        pop: sampler.SamplerState,
+        reference: diagnostics.WarmupReference,
+        rng_key: Array,
+        single: bool,
     ):
         n = pop.position.shape[0]
         x = sampler.target_position(pop)
