@@ -10,11 +10,12 @@ between). Five checks, each with its threshold:
 * acceptance collapsed: the population's mean acceptance ``mean_i a_i`` is below
   ``ACCEPTANCE_FLOOR`` (the step size adapts towards 0.574);
 * sticky region: the mean acceptance has not collapsed but more than
-  ``STICKY_SHARE`` of the particles have ``a_i < STICKY_ACCEPTANCE``. The step
-  size is shared, so a region of the posterior whose scale is far below the
-  typical one (a funnel's neck, a hierarchical scale near 0) rejects nearly
-  every proposal: particles that enter it stay, others rarely get in, and the
-  region is under-sampled. On Neal's
+  ``STICKY_SHARE`` of the particles, and at least ``STICKY_MIN_COUNT`` of them
+  (one or two particles in a small population are not a region), have
+  ``a_i < STICKY_ACCEPTANCE``. The step size is shared, so a region of the
+  posterior whose scale is far below the typical one (a funnel's neck, a
+  hierarchical scale near 0) rejects nearly every proposal: particles that enter
+  it stay, others rarely get in, and the region is under-sampled. On Neal's
   funnel (d = 10) 9.5% of the particles have ``a_i < 0.01`` over 200 draws
   while the sd of ``x_0`` comes out 1.7 instead of 3; on centred eight schools
   0.2%, on Gaussians, mixtures and logistic regressions none;
@@ -66,6 +67,7 @@ MIN_WINDOW = 10
 ACCEPTANCE_FLOOR = 0.1
 STICKY_ACCEPTANCE = 0.01
 STICKY_SHARE = 0.01
+STICKY_MIN_COUNT = 3
 DIVERGENT_SHARE = 0.05
 STUCK_SHARE = 0.1
 FLOW_FALSE_ALARM = 1e-6
@@ -108,8 +110,13 @@ def population_warnings(
             "parameters have very different scales or strong correlations, "
             "reparametrise the model or use dense_mass=True."
         )
-    sticky = float(np.mean(np.asarray(accept_prob) < STICKY_ACCEPTANCE))
-    if sticky > STICKY_SHARE and acceptance >= ACCEPTANCE_FLOOR:
+    is_sticky = np.asarray(accept_prob) < STICKY_ACCEPTANCE
+    sticky = float(np.mean(is_sticky))
+    if (
+        sticky > STICKY_SHARE
+        and np.sum(is_sticky) >= STICKY_MIN_COUNT
+        and acceptance >= ACCEPTANCE_FLOOR
+    ):
         messages.append(
             f"DilationKernel: {sticky:.1%} of the particles accepted fewer than "
             f"{STICKY_ACCEPTANCE:.0%} of their proposals over the last "

@@ -52,6 +52,11 @@ def test_each_check_fires_on_its_fault():
         "accepted fewer than 1% of their proposals"
         in population_warnings(sticky, diverging, before, after, K, "here")[0]
     )
+    # Two sticky particles of 64 (3%) are not judged a region: at least 3.
+    few = slice(0, 64)
+    two = np.where(np.arange(64) < 2, 1e-3, accept[few])
+    small = (diverging[few], before[few], after[few], K, "here")
+    assert population_warnings(two, *small) == []
     stuck = after.copy()
     stuck[: N // 5] = before[: N // 5]
     assert (
