@@ -10,7 +10,24 @@ from numpyro.infer import MCMC
 from scipy.stats import halfnorm, norm
 
 from numpyro_dilation import DilationKernel
-from numpyro_dilation.stragglers import find_stragglers, replace_stragglers
+from numpyro_dilation.stragglers import (
+    find_stragglers,
+    finite_median,
+    replace_stragglers,
+)
+
+
+def test_finite_median_is_nanmedian_of_the_finite_values():
+    # Odd and even sizes, with and without non-finite entries, all non-finite.
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 8, 1023, 1024):
+        for bad in (0.0, 0.3, 1.0):
+            v = rng.normal(size=n).astype(np.float32)
+            v[rng.uniform(size=n) < bad] = rng.choice([np.nan, np.inf, -np.inf])
+            finite = np.isfinite(v)
+            got = float(finite_median(jnp.asarray(v), jnp.asarray(finite)))
+            expected = np.median(v[finite]) if finite.any() else np.nan
+            np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=(n, bad))
 
 
 def test_find_stragglers_on_chi_square_energies():
