@@ -208,16 +208,23 @@ def forty_modes(args):
     compare("forty_modes", target, metric, args, radius=40.0)
 
 
-def two_modes(args):
-    for dim in args.dims:
-        target = targets.two_unequal_modes(dim)
+def _first_mode_share(name, make_target, dims, label, exact, args):
+    """For each dimension: the share of draws nearest the first mode."""
+    for dim in dims:
+        target = make_target(dim)
 
         def metric(draws, target=target):
             draws = jnp.asarray(draws.reshape(-1, target.dim))
             share = float(jnp.mean(targets.nearest_mode(draws, target.means) == 0))
-            return {"heavy_share": f"{share:.4f}", "error": f"{share - 2 / 3:+.4f}"}
+            return {label: f"{share:.4f}", "error": f"{share - exact:+.4f}"}
 
-        compare(f"two_modes d={dim}", target, metric, args)
+        compare(f"{name} d={dim}", target, metric, args)
+
+
+def two_modes(args):
+    _first_mode_share(
+        "two_modes", targets.two_unequal_modes, args.dims, "heavy_share", 2 / 3, args
+    )
 
 
 def many_well(args):
@@ -235,15 +242,14 @@ def many_well(args):
 
 
 def asymmetric(args):
-    for dim in args.asym_dims:
-        target = targets.asymmetric_mixture(dim)
-
-        def metric(draws, target=target):
-            draws = jnp.asarray(draws.reshape(-1, target.dim))
-            share = float(jnp.mean(targets.nearest_mode(draws, target.means) == 0))
-            return {"light_share": f"{share:.4f}", "error": f"{share - 0.3:+.4f}"}
-
-        compare(f"asymmetric d={dim}", target, metric, args)
+    _first_mode_share(
+        "asymmetric",
+        targets.asymmetric_mixture,
+        args.asym_dims,
+        "light_share",
+        0.3,
+        args,
+    )
 
 
 def _mean_error(draws, mean, sd):
