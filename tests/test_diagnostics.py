@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer import MCMC
+from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel, targets
 from numpyro_dilation.diagnostics import (
@@ -86,17 +86,13 @@ def test_small_populations_and_windows_are_not_judged():
 
 
 def run(potential, init, num_warmup=200, num_samples=100, **kernel_kwargs):
-    mcmc = MCMC(
+    return run_vectorized(
         DilationKernel(potential_fn=potential, **kernel_kwargs),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=init.shape[0],
-        chain_method="vectorized",
-        progress_bar=False,
+        init_params=init,
     )
-    mcmc.run(jax.random.PRNGKey(0), init_params=init)
-    jax.effects_barrier()  # the end-of-warmup callback may still be pending
-    return mcmc
 
 
 def standard_normal(x):

@@ -15,6 +15,7 @@ import pytest
 import scipy.stats
 from mc_error import assert_matches
 from numpyro.infer import MCMC
+from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.diagnostics import DilationWarning
@@ -22,17 +23,14 @@ from numpyro_dilation.validation import Z_MAX, z_scores
 
 
 def run(kernel, num_chains, num_warmup, num_samples, *args, **kwargs) -> MCMC:
-    mcmc = MCMC(
+    return run_vectorized(
         kernel,
+        *args,
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
-        chain_method="vectorized",
-        progress_bar=False,
+        **kwargs,
     )
-    mcmc.run(jax.random.PRNGKey(0), *args, **kwargs)
-    jax.effects_barrier()  # the end-of-warmup warnings are raised by a callback
-    return mcmc
 
 
 def by_chain(mcmc, site=None):

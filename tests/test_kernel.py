@@ -9,32 +9,23 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from numpyro.diagnostics import effective_sample_size
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer import NUTS
+from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel, targets
 
 NUM_CHAINS = 512
 
 
-def run(
-    kernel,
-    *args,
-    num_warmup=300,
-    num_samples=100,
-    num_chains=NUM_CHAINS,
-    seed=0,
-    **kwargs,
-):
-    mcmc = MCMC(
+def run(kernel, *args, num_warmup=300, num_samples=100, num_chains=NUM_CHAINS, **kw):
+    return run_vectorized(
         kernel,
+        *args,
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
-        chain_method="vectorized",
-        progress_bar=False,
+        **kw,
     )
-    mcmc.run(jax.random.PRNGKey(seed), *args, **kwargs)
-    return mcmc
 
 
 def gaussian_potential(mean, cov):
@@ -177,15 +168,7 @@ def test_eight_schools_matches_reference_and_long_nuts():
     standard errors."""
     model, sites = targets.eight_schools_model, ["avg_effect", "log_stddev"]
     ours = run(DilationKernel(model), num_chains=1024, num_warmup=400, num_samples=200)
-    nuts = MCMC(
-        NUTS(model),
-        num_warmup=1000,
-        num_samples=5000,
-        num_chains=4,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    nuts.run(jax.random.PRNGKey(1))
+    nuts = run(NUTS(model), num_chains=4, num_warmup=1000, num_samples=5000, seed=1)
     for mcmc in (ours, nuts):
         draws = mcmc.get_samples(group_by_chain=True)
         assert np.min(effective_sample_size(np.asarray(draws["avg_effect"]))) > 4000

@@ -4,7 +4,7 @@ exact (frozen) sampling phase, nothing changed for a unimodal target."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC
+from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel, mode_summary, sampler, targets
 from numpyro_dilation.schedules import make_levels
@@ -94,16 +94,13 @@ def test_kernel_two_unequal_modes_and_mode_summary():
     target = targets.two_unequal_modes(8)
     n = 1024
     init = jax.random.uniform(jax.random.PRNGKey(1), (n, 8), minval=-2, maxval=2)
-    mcmc = MCMC(
+    mcmc = run_vectorized(
         DilationKernel(potential_fn=lambda x: -target.logdensity_fn(x)),
         num_warmup=200,
         num_samples=100,
         num_chains=n,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    mcmc.run(
-        jax.random.PRNGKey(0), init_params=init, extra_fields=("jump_accept_prob",)
+        init_params=init,
+        extra_fields=("jump_accept_prob",),
     )
     draws = mcmc.get_samples()
     share = float(jnp.mean(targets.nearest_mode(draws, target.means) == 0))

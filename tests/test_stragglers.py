@@ -6,7 +6,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.diagnostics import effective_sample_size
-from numpyro.infer import MCMC
+from runs import run_vectorized
 from scipy.stats import halfnorm, norm
 
 from numpyro_dilation import DilationKernel
@@ -71,15 +71,9 @@ def test_small_scale_initialisations_do_not_bias_the_posterior():
     )
     weights = np.exp(logp - logp.max())
     weights /= weights.sum()
-    mcmc = MCMC(
-        DilationKernel(normal_model),
-        num_warmup=300,
-        num_samples=100,
-        num_chains=512,
-        chain_method="vectorized",
-        progress_bar=False,
+    mcmc = run_vectorized(
+        DilationKernel(normal_model), y, num_warmup=300, num_samples=100, num_chains=512
     )
-    mcmc.run(jax.random.PRNGKey(0), y)
     draws = mcmc.get_samples(group_by_chain=True)
     for site, grid in [("mu", mu_grid), ("sigma", sigma_grid)]:
         mean = np.sum(weights * grid)

@@ -4,23 +4,21 @@ changes (the kernel's phases follow its own iteration counter)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-from numpyro.infer import MCMC
+from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel
 
 
 def _draws(thinning):
-    mcmc = MCMC(
+    init = jax.random.normal(jax.random.PRNGKey(1), (16, 3))
+    mcmc = run_vectorized(
         DilationKernel(potential_fn=lambda x: 0.5 * jnp.sum(x**2)),
         num_warmup=100,
         num_samples=30,
         num_chains=16,
-        chain_method="vectorized",
         thinning=thinning,
-        progress_bar=False,
+        init_params=init,
     )
-    init = jax.random.normal(jax.random.PRNGKey(1), (16, 3))
-    mcmc.run(jax.random.PRNGKey(0), init_params=init)
     return mcmc.get_samples(group_by_chain=True), mcmc.get_extra_fields(
         group_by_chain=True
     )
