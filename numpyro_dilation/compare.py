@@ -40,7 +40,7 @@ from jax import monitoring
 from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.mcmc import MCMCKernel
 
-from numpyro_dilation import targets
+from numpyro_dilation import arviz_compat, targets
 from numpyro_dilation.kernel import DilationKernel
 
 __all__ = [
@@ -83,7 +83,8 @@ class Run:
 class Comparison:
     """What :func:`compare` returns.
 
-    - **idata**: ``{sampler name: arviz.InferenceData}``, in run order.
+    - **idata**: ``{sampler name: run}``, in run order; a run is an
+      ``arviz.InferenceData`` with ArviZ 0.x, an ``xarray.DataTree`` with 1.x.
     - **table**: one row per sampler (the columns are listed in the module doc).
     - **parameters**: one row per scalar parameter; columns ``(sampler, stat)``
       with ``mean`` and ``sd`` for each sampler and, for every sampler after the
@@ -95,7 +96,7 @@ class Comparison:
       **mode_sites**: what the comparison ran on (the plots use them).
     """
 
-    idata: dict[str, az.InferenceData]
+    idata: dict[str, arviz_compat.RunData]
     table: pd.DataFrame
     parameters: pd.DataFrame
     mode_weights: pd.DataFrame | None
@@ -251,7 +252,7 @@ def _run_one(
     model_kwargs: dict,
     progress: Callable[[str], None],
     progress_bar: bool,
-) -> tuple[az.InferenceData, dict[str, float]]:
+) -> tuple[arviz_compat.RunData, dict[str, float]]:
     """Warmup then sampling; returns the InferenceData and the cost figures."""
     mcmc = MCMC(
         run.kernel,
@@ -297,7 +298,8 @@ def _run_one(
     with warnings.catch_warnings():
         # A population of particles has more chains than draws by design.
         warnings.filterwarnings("ignore", "More chains", UserWarning)
-        idata = az.from_numpyro(mcmc, log_likelihood=False)
+        warnings.filterwarnings("ignore", "Found chain dimension", UserWarning)
+        idata = arviz_compat.from_numpyro(mcmc)
     return idata, {
         "chains": run.num_chains,
         "warmup": run.num_warmup,
@@ -319,7 +321,7 @@ def _nan_extreme(values: np.ndarray, fn: Callable) -> float:
     return float(fn(finite)) if finite.size else float("nan")
 
 
-def _diagnostics(idata: az.InferenceData) -> dict[str, float]:
+def _diagnostics(idata: arviz_compat.RunData) -> dict[str, float]:
     ess_bulk = _nan_extreme(_all_values(az.ess(idata, method="bulk")), np.min)
     ess_tail = _nan_extreme(_all_values(az.ess(idata, method="tail")), np.min)
     rhat = _nan_extreme(_all_values(az.rhat(idata)), np.max)
@@ -338,7 +340,7 @@ def _diagnostics(idata: az.InferenceData) -> dict[str, float]:
 
 
 def flat_parameters(
-    idata: az.InferenceData, var_names: Sequence[str] | None = None
+    idata: arviz_compat.RunData, var_names: Sequence[str] | None = None
 ) -> dict[str, np.ndarray]:
     """``{ArviZ-style scalar name: draws (chain, draw)}`` for every scalar of the
     posterior variables ``var_names`` (all by default), in order; names read
@@ -362,14 +364,14 @@ def flat_parameters(
 
 
 def flat_draws(
-    idata: az.InferenceData, var_names: Sequence[str] | None = None
+    idata: arviz_compat.RunData, var_names: Sequence[str] | None = None
 ) -> np.ndarray:
     """The scalars of :func:`flat_parameters` as columns: ``(chain * draw, d)``."""
     columns = flat_parameters(idata, var_names)
     return np.stack([np.ravel(v) for v in columns.values()], axis=-1)
 
 
-def _parameter_table(idata: dict[str, az.InferenceData]) -> pd.DataFrame:
+def _parameter_table(idata: dict[str, arviz_compat.RunData]) -> pd.DataFrame:
     """Mean and sd (ddof=1, as arviz.summary) per sampler, with differences in
     units of the reference sampler's posterior sd."""
     columns = {}
@@ -391,7 +393,7 @@ def _parameter_table(idata: dict[str, az.InferenceData]) -> pd.DataFrame:
 
 
 def _mode_table(
-    idata: dict[str, az.InferenceData],
+    idata: dict[str, arviz_compat.RunData],
     means: np.ndarray,
     weights: np.ndarray | None,
     sites: Sequence[str] | None,

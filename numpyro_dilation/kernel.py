@@ -23,7 +23,7 @@ from numpyro.infer.mcmc import MCMC, MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_dilation import diagnostics, sampler
+from numpyro_dilation import cpu_lapack, diagnostics, sampler
 from numpyro_dilation.schedules import ScheduleLike, make_levels
 from numpyro_dilation.sharding import particle_sharding, shard_particles
 
@@ -279,6 +279,7 @@ class DilationKernel(MCMCKernel):
         self._potential_fn_gen = None
         self._postprocess_fn_gen = None
         self._unravel_fn = None
+        self._sequential = False
         self._sample_fn = None
 
     @property
@@ -318,7 +319,8 @@ class DilationKernel(MCMCKernel):
         else:
             potential_fn = self._potential_fn
         unravel = self._unravel_fn
-        return _value_and_grad(lambda x: -potential_fn(unravel(x)), self._forward_mode)
+        fn = _value_and_grad(lambda x: -potential_fn(unravel(x)), self._forward_mode)
+        return cpu_lapack.sequential_under_vmap(fn) if self._sequential else fn
 
     def _check_chain_method(self) -> None:
         mcmc = _calling_mcmc(self)
@@ -428,6 +430,10 @@ class DilationKernel(MCMCKernel):
         self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
         if not jnp.issubdtype(flat.dtype, jnp.floating):
             flat = flat.astype(jnp.result_type(float))
+        self._sequential = False
+        self._sequential = cpu_lapack.needs_sequential(
+            self._logdensity_and_grad(model_args, model_kwargs), flat[0]
+        )
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
         center = self._centers(flat)
         num_anneal = int(round(self._anneal_fraction * num_warmup))

@@ -1,10 +1,11 @@
 """Figures of a :class:`~numpyro_dilation.compare.Comparison`, written as PNG.
 
 Every figure is a ``matplotlib.figure.Figure`` drawn without pyplot, so nothing
-here touches the global backend or leaves figures open; ArviZ draws into the
-axes given to it.
+here touches the global backend or leaves figures open (``arviz_compat`` hands
+over ArviZ's figures detached from pyplot).
 
-- ``forest.png``: both samplers' posterior intervals per parameter.
+- ``forest.png``: both samplers' posterior intervals per parameter (drawn here,
+  the same with either ArviZ).
 - ``trace_<sampler>.png``: traces and marginals, for the first few chains.
 - ``pair.png``: pairwise scatter of the first few parameters, samplers overlaid.
 - ``density.png``: for a posterior of 1 or 2 dimensions, each sampler's draws
@@ -17,16 +18,17 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 from numpyro.infer.util import log_density
 
+from numpyro_dilation import arviz_compat
 from numpyro_dilation.compare import Comparison, flat_draws, flat_parameters
 
 __all__ = [
+    "hdi",
     "plot_forest",
     "plot_trace",
     "plot_pair",
@@ -54,30 +56,46 @@ def _subsample(draws: np.ndarray, max_points: int, seed: int) -> np.ndarray:
     return draws[np.sort(rows)]
 
 
+def hdi(draws: np.ndarray, prob: float) -> tuple[float, float]:
+    """The narrowest interval holding ``ceil(prob * n)`` of the ``n`` draws (the
+    highest-density interval of a unimodal marginal, as ``arviz.hdi``)."""
+    values = np.sort(np.ravel(draws))
+    n = values.size
+    k = min(int(np.ceil(prob * n)), n) - 1
+    widths = values[k:] - values[: n - k]
+    start = int(np.argmin(widths))
+    return float(values[start]), float(values[start + k])
+
+
 def plot_forest(
     comparison: Comparison,
     path: str | Path,
     var_names: Sequence[str] | None = None,
 ) -> Path:
-    """94% HDI and 50% interval of every sampler, parameter by parameter."""
+    """94% HDI (thin), 50% HDI (thick) and median of every sampler, one row per
+    scalar parameter, all chains combined."""
     names = list(comparison.idata)
-    num_rows = len(names) * len(flat_parameters(comparison.idata[names[0]], var_names))
-    fig = Figure(figsize=(7, 1.2 + 0.25 * num_rows))
+    columns = {n: flat_parameters(comparison.idata[n], var_names) for n in names}
+    labels = list(columns[names[0]])
+    fig = Figure(figsize=(7, 1.2 + 0.25 * len(names) * len(labels)))
     ax = fig.add_subplot()
-    az.plot_forest(
-        [comparison.idata[n] for n in names],
-        model_names=names,
-        var_names=var_names,
-        combined=True,
-        ax=ax,
-        show=False,
-    )
+    offsets = np.linspace(0.25, -0.25, len(names)) if len(names) > 1 else [0.0]
+    for colour, (name, offset) in enumerate(zip(names, offsets, strict=True)):
+        rows = -np.arange(len(labels)) + offset
+        for row, label in zip(rows, labels, strict=True):
+            draws = columns[name][label]
+            ax.plot(hdi(draws, 0.94), [row, row], color=f"C{colour}", lw=1)
+            ax.plot(hdi(draws, 0.5), [row, row], color=f"C{colour}", lw=3.5)
+        medians = [np.median(columns[name][label]) for label in labels]
+        ax.plot(medians, rows, "o", color=f"C{colour}", mfc="white", label=name)
+    ax.set_yticks(-np.arange(len(labels)), labels)
+    ax.legend(loc="best", fontsize="small")
     ax.set_title("Posterior intervals (94% HDI, 50% thick)")
     return _save(fig, path)
 
 
 def plot_trace(
-    idata: az.InferenceData,
+    idata: arviz_compat.RunData,
     path: str | Path,
     max_chains: int = 4,
     var_names: Sequence[str] | None = None,
@@ -87,9 +105,7 @@ def plot_trace(
     chains are particles: a few show how single particles move)."""
     posterior = idata.posterior.isel(chain=slice(0, max_chains))
     names = list(posterior.data_vars) if var_names is None else list(var_names)
-    fig = Figure(figsize=(10, 1.8 * len(names) + 0.6))
-    axes = np.array(fig.subplots(len(names), 2, squeeze=False))
-    az.plot_trace(posterior, var_names=names, axes=axes, show=False)
+    fig = arviz_compat.trace_figure(posterior, names)
     shown = min(max_chains, idata.posterior.sizes["chain"])
     fig.suptitle(f"{title} (first {shown} of {idata.posterior.sizes['chain']} chains)")
     fig.tight_layout()

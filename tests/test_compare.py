@@ -7,7 +7,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import NUTS
 
-from numpyro_dilation import DilationKernel, targets
+from numpyro_dilation import DilationKernel, arviz_compat, targets
 from numpyro_dilation.compare import (
     Comparison,
     Run,
@@ -148,7 +148,7 @@ def three_normals():
 
 
 def test_density_plot_refuses_more_than_two_dimensions(tmp_path):
-    idata = az.from_dict(posterior={"x": np.zeros((1, 5, 3))})
+    idata = arviz_compat.from_posterior({"x": np.zeros((1, 5, 3))})
     fake = Comparison(
         idata={"a": idata},
         table=None,
@@ -198,3 +198,20 @@ def test_bad_arguments_are_named():
 def test_mode_means_of_the_wrong_dimension_are_named(comparison):
     with pytest.raises(ValueError, match="mode_sites"):
         _mode_table(comparison.idata, np.zeros((2, 3)), None, None)
+
+
+def test_hdi_is_the_narrowest_interval_with_the_share_of_draws():
+    from numpyro_dilation.plots import hdi
+
+    # 0..99 shuffled: any 50 consecutive integers are narrowest (width 49); the
+    # first such window starts at 0.
+    draws = np.random.default_rng(0).permutation(100).astype(float)
+    assert hdi(draws, 0.5) == (0.0, 49.0)
+    # a skewed sample: the interval hugs the mode at 0 rather than the centre
+    skewed = np.concatenate([np.zeros(60), np.arange(1.0, 41.0)])
+    assert hdi(skewed, 0.6) == (0.0, 0.0)
+    # normal draws: the 94% HDI is close to +-1.881 sd (n = 200,000: the
+    # endpoints' sampling sd is about 0.01)
+    normal = np.random.default_rng(1).normal(size=200_000)
+    low, high = hdi(normal, 0.94)
+    assert abs(low + 1.881) < 0.05 and abs(high - 1.881) < 0.05

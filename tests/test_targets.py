@@ -29,9 +29,12 @@ from numpyro_dilation.targets import (
     forty_mode_mixture,
     funnel,
     gaussian_mixture,
+    lgcp_data,
+    lgcp_model,
     logistic_regression_data,
     logistic_regression_model,
     many_well,
+    matern32,
     mode_shares,
     mode_weight_tv,
     modes_found,
@@ -434,3 +437,15 @@ def test_modes_found_default_threshold():
     labels = jnp.concatenate([jnp.zeros(3990, int), jnp.ones(2, int), jnp.full(8, 2)])
     samples = means[labels] + 0.1
     assert int(modes_found(samples, means)) == 2
+
+
+def test_lgcp_data_and_model():
+    coords, counts = lgcp_data(side=4, seed=0)
+    assert coords.shape == (16, 2) and counts.shape == (16,)
+    assert np.all(np.asarray(counts) >= 0)
+    cov = matern32(coords, 1.5, 0.3)
+    np.testing.assert_allclose(np.diag(cov), 1.5**2, rtol=1e-5)
+    assert np.all(np.linalg.eigvalsh(np.asarray(cov)) > -1e-5)
+    params = {"amplitude": 1.0, "length_scale": 0.3, "f": jnp.zeros(16)}
+    value, _ = log_density(lgcp_model, (coords, counts), {}, params)
+    assert np.isfinite(value)
