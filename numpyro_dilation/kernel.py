@@ -430,11 +430,13 @@ class DilationKernel(MCMCKernel):
         self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
         if not jnp.issubdtype(flat.dtype, jnp.floating):
             flat = flat.astype(jnp.result_type(float))
-        self._sequential = False
-        self._sequential = cpu_lapack.needs_sequential(
-            self._logdensity_and_grad(model_args, model_kwargs), flat[0]
+        self._sequential = (
+            False  # decided anew for this model, from its batch-free form
         )
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
+        self._sequential = cpu_lapack.needs_sequential(logdensity_and_grad, flat[0])
+        if self._sequential:
+            logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
         center = self._centers(flat)
         num_anneal = int(round(self._anneal_fraction * num_warmup))
         num_levels = self._num_levels or max(1, num_anneal // 5)
