@@ -37,7 +37,9 @@ import numpy as np
 import numpyro
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_dilation import DilationKernel, modes, targets
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.core.multimodal import modes
+from numpyro_dilation.validation import targets
 
 CASES = ("forty_modes", "two_modes", "many_well", "asymmetric", "unimodal", "cost")
 
@@ -326,8 +328,9 @@ def cost(args):
     iteration, one mode fit (k-means twice, peaks, barrier tests, marginals)
     and one rebalancing (importance draws, assignment, resampling).
     """
-    from numpyro_dilation import rebalancing, sampler
-    from numpyro_dilation.schedules import make_levels
+    from numpyro_dilation.core import sampler
+    from numpyro_dilation.core.level_schedule import make_levels
+    from numpyro_dilation.core.multimodal import rebalancing
 
     target = targets.two_unequal_modes(32)
     fn = jax.value_and_grad(target.logdensity_fn)

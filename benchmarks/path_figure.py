@@ -19,7 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpyro.infer import MCMC
 
-from numpyro_dilation import DilationKernel, targets
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.validation import targets
 
 LEVELS_SHOWN = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 

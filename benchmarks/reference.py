@@ -1,5 +1,5 @@
 """Reference posteriors: MALA (default) and ULA (the paper's step) against exact
-answers, in units of Monte Carlo error (numpyro_dilation.validation).
+answers, in units of Monte Carlo error (numpyro_dilation.validation.reference).
 
 Prints the markdown tables of docs/validation.md:
 
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from numpyro_dilation.diagnostics import DilationWarning
-from numpyro_dilation.validation import (
+from numpyro_dilation.validation.reference import (
     compare,
     reference_cases,
     run_case,

@@ -70,7 +70,7 @@ def _problem(name: str, small: bool):
     as a NumPyro user would ask NUTS for ``dense_mass``; NUTS keeps its default
     (diagonal), the setting of design.md section 6.
     """
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     if name == "logistic":
         data = targets.logistic_regression_data(
@@ -103,7 +103,7 @@ def _box_init(target, half_width):
 
 def _reference(name: str, small: bool) -> dict:
     """Known answer per site: mean and sd per coordinate (lists)."""
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     if name == "eight_schools":
         return {
@@ -206,7 +206,7 @@ def _summaries(samples: dict, name: str) -> dict:
     """ESS and per-site moments of draws grouped by chain: (chains, draws, ...)."""
     from numpyro.diagnostics import effective_sample_size
 
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     flat = {
         k: np.asarray(v).reshape(v.shape[0], v.shape[1], -1) for k, v in samples.items()
@@ -266,7 +266,7 @@ def _ceiling(model, model_args, key, tuned, num_warmup, num_samples):
     sys.path.insert(0, str(Path(__file__).parent))
     from ceiling import mala
 
-    from numpyro_dilation.sampler import target_position
+    from numpyro_dilation.core.sampler import target_position
 
     pop = tuned.sampler_state
     x0, inv_mass = target_position(pop), pop.inv_mass

@@ -37,7 +37,7 @@ def _forty_modes() -> tuple[Callable, tuple, dict[str, Any]]:
     samplers start uniformly in the same box."""
     from numpyro.infer.initialization import init_to_uniform
 
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     target = targets.forty_mode_mixture()
     options = {
@@ -50,7 +50,7 @@ def _forty_modes() -> tuple[Callable, tuple, dict[str, Any]]:
 
 def _eight_schools() -> tuple[Callable, tuple, dict[str, Any]]:
     """Non-centred eight schools (Rubin 1981), a standard hierarchical model."""
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     return targets.eight_schools_model, (), {}
 

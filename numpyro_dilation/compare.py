@@ -20,7 +20,7 @@ the same model, data and seed, converts each run to ArviZ and returns a
 * ``ess_per_s = ess_bulk_min / time_s``, ``ess_per_grad = ess_bulk_min / gradients``.
 * ``divergences``: divergent transitions among the post-warmup draws.
 * with ``mode_means``: ``modes_found`` and, with ``mode_weights`` too,
-  ``mode_weight_tv`` (see :mod:`numpyro_dilation.targets`).
+  ``mode_weight_tv`` (see :mod:`numpyro_dilation.validation.targets`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from jax import monitoring
 from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.mcmc import MCMCKernel
 
-from numpyro_dilation import arviz_compat, targets
+from numpyro_dilation import arviz_compat
 from numpyro_dilation.kernel import DilationKernel
+from numpyro_dilation.validation import targets
 
 __all__ = [
     "Run",

@@ -49,7 +49,7 @@ import numpy as np
 import scipy.stats
 from jax import Array
 
-from numpyro_dilation import sampler
+from numpyro_dilation.core import sampler
 
 __all__ = [
     "DilationWarning",

@@ -23,9 +23,10 @@ from numpyro.infer.mcmc import MCMC, MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_dilation import cpu_lapack, diagnostics, sampler
-from numpyro_dilation.schedules import ScheduleLike, make_levels
-from numpyro_dilation.sharding import particle_sharding, shard_particles
+from numpyro_dilation import diagnostics
+from numpyro_dilation.core import cpu_lapack, sampler
+from numpyro_dilation.core.level_schedule import ScheduleLike, make_levels
+from numpyro_dilation.core.sharding import particle_sharding, shard_particles
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -174,7 +175,7 @@ class DilationKernel(MCMCKernel):
         cluster) so that each computes its share of the gradients; the
         population statistics are reduced across devices and the draws are
         those of one device up to the order of floating-point sums
-        (``numpyro_dilation.sharding``). ``None`` (default): whenever there is
+        (``numpyro_dilation.core.sharding``). ``None`` (default): whenever there is
         more than one device and ``num_chains`` is a multiple of their number;
         ``True``: always (an error otherwise); ``False``: never.
 

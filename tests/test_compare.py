@@ -7,7 +7,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import NUTS
 
-from numpyro_dilation import DilationKernel, arviz_compat, targets
+from numpyro_dilation import DilationKernel, arviz_compat
 from numpyro_dilation.compare import (
     Comparison,
     Run,
@@ -16,6 +16,7 @@ from numpyro_dilation.compare import (
     compare,
 )
 from numpyro_dilation.plots import latent_sites, plot_density, write_figures
+from numpyro_dilation.validation import targets
 
 Y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
 # Two made-up "modes" of mu: the table must report the shares of draws nearest

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from runs import run_vectorized
 
-from numpyro_dilation import DilationKernel, targets
+from numpyro_dilation import DilationKernel
 from numpyro_dilation.diagnostics import (
     DilationWarning,
     check_run,
     population_warnings,
 )
+from numpyro_dilation.validation import targets
 
 N, D, K = 512, 3, 50
 

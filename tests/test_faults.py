@@ -19,7 +19,7 @@ from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.diagnostics import DilationWarning
-from numpyro_dilation.validation import Z_MAX, z_scores
+from numpyro_dilation.validation.reference import Z_MAX, z_scores
 
 
 def run(kernel, num_chains, num_warmup, num_samples, *args, **kwargs) -> MCMC:

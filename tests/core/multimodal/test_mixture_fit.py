@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from numpyro_dilation import gaussian_mixture as gm
+from numpyro_dilation.core.multimodal import mixture_fit as gm
 
 MIXTURE = gm.GaussianMixture(
     log_weights=jnp.log(jnp.array([0.5, 0.3, 0.2])),

@@ -24,7 +24,7 @@ nothing changes (one mode, or no reliable estimate) the population is kept as
 it is.
 
 Cost: ``n`` evaluations of the log density (no gradient) and ``O(n K d)`` for
-the mixture; memory bounded by chunking (``gaussian_mixture.map_particles``).
+the mixture; memory bounded by chunking (``mixture_fit.map_particles``).
 """
 
 from collections.abc import Callable
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.scipy.special import logsumexp
 
-from numpyro_dilation import gaussian_mixture, modes
-from numpyro_dilation.gaussian_mixture import map_particles
+from numpyro_dilation.core.multimodal import mixture_fit, modes
+from numpyro_dilation.core.multimodal.mixture_fit import map_particles
 
 __all__ = [
     "estimate_mode_masses",
@@ -57,11 +57,11 @@ def estimate_mode_masses(
     """
     q = modes.proposal(mode_set)
     k = mode_set.mode_of.shape[0]
-    draws = jax.vmap(lambda kk: gaussian_mixture.sample(kk, q))(
+    draws = jax.vmap(lambda kk: mixture_fit.sample(kk, q))(
         jax.random.split(key, num_draws)
     )
     log_q = map_particles(
-        lambda x: gaussian_mixture.logpdf(q, x), draws, num_components=2 * k
+        lambda x: mixture_fit.logpdf(q, x), draws, num_components=2 * k
     )
     log_w = map_particles(logdensity_fn, draws) - log_q
     log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)

@@ -18,8 +18,14 @@ import scipy.stats
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpyro_dilation import adaptation, dilation_path, langevin, sampler, schedules
-from numpyro_dilation.preconditioner import identity, make_preconditioner
+from numpyro_dilation.core import (
+    adaptation,
+    dilation_path,
+    langevin,
+    level_schedule,
+    sampler,
+)
+from numpyro_dilation.core.preconditioner import identity, make_preconditioner
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
 DTYPES = ["float32", "float64"]
@@ -429,7 +435,7 @@ def test_population_inv_mass_is_scale_equivariant(
 @SETTINGS
 @given(k=st.integers(2, 200), lambda_min=st.floats(1e-8, 0.99))
 def test_geometric_schedule_has_constant_ratio_and_ends_at_one(k, lambda_min):
-    levels = np.asarray(schedules.geometric(k, lambda_min), float)
+    levels = np.asarray(level_schedule.geometric(k, lambda_min), float)
     assert levels.shape == (k,)
     np.testing.assert_allclose(levels[[0, -1]], [lambda_min, 1.0], rtol=1e-5)
     ratios = levels[1:] / levels[:-1]
@@ -448,10 +454,10 @@ def test_make_levels_accepts_exactly_the_valid_arrays(raw):
         and raw[-1] == 1.0
     )
     if valid:
-        np.testing.assert_allclose(schedules.make_levels(raw, 0, 1e-4), raw)
+        np.testing.assert_allclose(level_schedule.make_levels(raw, 0, 1e-4), raw)
     else:
         with pytest.raises(ValueError, match="schedule"):
-            schedules.make_levels(raw, 0, 1e-4)
+            level_schedule.make_levels(raw, 0, 1e-4)
 
 
 _levels_over_time = jax.jit(jax.vmap(sampler.level_at, in_axes=(None, 0)))
@@ -460,7 +466,7 @@ _levels_over_time = jax.jit(jax.vmap(sampler.level_at, in_axes=(None, 0)))
 @SETTINGS
 @given(k=st.sampled_from([1, 3, 40]), num_anneal=st.integers(0, 200))
 def test_level_at_is_non_decreasing_and_reaches_one(k, num_anneal):
-    levels = schedules.geometric(k, 1e-3)
+    levels = level_schedule.geometric(k, 1e-3)
     sched = sampler.Schedule(levels, jnp.asarray(num_anneal), jnp.asarray(num_anneal))
     path = np.asarray(_levels_over_time(sched, jnp.arange(256)))
     assert np.all(np.diff(path) >= 0)
@@ -488,7 +494,7 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
         params = student_t_params(keys[0], d, dt)
         f = student_t_value_and_grad(params)
         sched = sampler.Schedule(
-            schedules.geometric(4, 1e-2).astype(dt),
+            level_schedule.geometric(4, 1e-2).astype(dt),
             jnp.asarray(num_anneal),
             jnp.asarray(num_warmup),
         )

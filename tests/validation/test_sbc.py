@@ -1,6 +1,7 @@
 """Simulation-based calibration, quick version (the thorough one is benchmarks/sbc.py).
 
-Each case runs R replications stacked in one model (numpyro_dilation.sbc) with
+Each case runs R replications stacked in one model
+(numpyro_dilation.validation.sbc) with
 127 particles, so ranks lie in {0..127}: 8 bins of 16 rank values, uniform if the
 draws are exact. Pearson's chi-square (7 dof) per scalar parameter, rejected
 below p = 1e-4: 5 tests here, a false-alarm probability under 5e-4 for the
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from numpyro_dilation import sbc
+from numpyro_dilation.validation import sbc
 
 NUM_PARTICLES, NUM_BINS, P_MIN = 127, 8, 1e-4
 

@@ -17,7 +17,7 @@ For a correct sampler the z-scores are approximately standard normal; ``Z_MAX``
 is 5 (two-sided false-alarm probability 5.7e-7 per z-score).
 
 ``reference_cases()`` are the targets of the validation page (docs/validation.md),
-run by tests/test_reference.py and benchmarks/reference.py.
+run by tests/validation/test_reference.py and benchmarks/reference.py.
 """
 
 import functools
@@ -36,8 +36,8 @@ from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import MCMC
 from scipy import integrate, optimize
 
-from numpyro_dilation import targets
 from numpyro_dilation.kernel import DilationKernel
+from numpyro_dilation.validation import targets
 
 __all__ = [
     "Z_MAX",

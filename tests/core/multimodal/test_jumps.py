@@ -4,8 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_dilation import jumps, langevin, modes, targets
-from numpyro_dilation.gaussian_mixture import GaussianMixture
+from numpyro_dilation.core import langevin
+from numpyro_dilation.core.multimodal import jumps, modes
+from numpyro_dilation.core.multimodal.mixture_fit import GaussianMixture
+from numpyro_dilation.validation import targets
 
 ASYMMETRIC = targets.asymmetric_mixture(2)
 BARRIER = 0.5  # between the modes at -2 (sd 0.5) and 5 (sd 1.5) on x_0

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_dilation import modes, rebalancing, targets
+from numpyro_dilation.core.multimodal import modes, rebalancing
+from numpyro_dilation.validation import targets
 
 KEY = jax.random.PRNGKey(0)
 

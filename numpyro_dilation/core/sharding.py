@@ -12,7 +12,7 @@ device of every process of a multi-host JAX cluster, so the same code spans
 hosts (each process then holds its own devices' particles; gather the draws
 with ``jax.experimental.multihost_utils.process_allgather``). Multi-host runs
 are untested here; one host with several devices is tested on forced CPU
-devices (tests/test_sharding.py).
+devices (tests/core/test_sharding.py).
 """
 
 from collections.abc import Sequence

@@ -10,7 +10,8 @@ import pytest
 from jax.scipy.linalg import solve_triangular
 from runs import run_vectorized
 
-from numpyro_dilation import DilationKernel, cpu_lapack
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.core import cpu_lapack
 
 
 def rbf(x, variance, length, noise):

@@ -6,8 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 from runs import run_vectorized
 
-from numpyro_dilation import DilationKernel, mode_summary, sampler, targets
-from numpyro_dilation.schedules import make_levels
+from numpyro_dilation import DilationKernel, mode_summary
+from numpyro_dilation.core import sampler
+from numpyro_dilation.core.level_schedule import make_levels
+from numpyro_dilation.validation import targets
 
 
 def run_sampler(target, num_particles, num_warmup, num_samples, options, seed=0):

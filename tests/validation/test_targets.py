@@ -17,7 +17,7 @@ from jax.scipy.special import logsumexp
 from numpyro.infer.util import log_density
 from scipy import integrate, stats
 
-from numpyro_dilation.targets import (
+from numpyro_dilation.validation.targets import (
     EIGHT_SCHOOLS_REFERENCE,
     EIGHT_SCHOOLS_SIGMA,
     EIGHT_SCHOOLS_Y,

@@ -43,16 +43,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation import (
-    adaptation,
-    dilation_path,
-    jumps,
-    langevin,
-    modes,
-    rebalancing,
-    stragglers,
-)
-from numpyro_dilation.preconditioner import make_preconditioner
+from numpyro_dilation.core import adaptation, dilation_path, langevin, stragglers
+from numpyro_dilation.core.multimodal import jumps, modes, rebalancing
+from numpyro_dilation.core.preconditioner import make_preconditioner
 
 __all__ = ["Schedule", "SamplerOptions", "SamplerState", "SamplerInfo", "init", "step"]
 

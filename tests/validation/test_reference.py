@@ -1,7 +1,8 @@
 """Reference posteriors with exact answers, in units of Monte Carlo error.
 
 MALA (the default) must match every exact mean, sd and quantile within
-``Z_MAX = 5`` standard errors (``numpyro_dilation.validation``). The unadjusted
+``Z_MAX = 5`` standard errors (``numpyro_dilation.validation.reference``). The
+unadjusted
 (paper) mode is biased at any step size: on a Gaussian its stationary law is
 known exactly, and the draws must match that law instead. The other targets'
 ULA bias and the funnel (where MALA misses the neck) are measured by
@@ -16,7 +17,7 @@ import pytest
 from mc_error import assert_matches
 
 from numpyro_dilation.diagnostics import DilationWarning
-from numpyro_dilation.validation import (
+from numpyro_dilation.validation.reference import (
     Z_MAX,
     reference_cases,
     run_case,

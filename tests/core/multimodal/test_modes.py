@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from numpyro_dilation import modes, targets
+from numpyro_dilation.core.multimodal import modes
+from numpyro_dilation.validation import targets
 
 KEY = jax.random.PRNGKey(0)
 

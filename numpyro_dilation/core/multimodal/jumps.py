@@ -37,8 +37,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation import gaussian_mixture, langevin
-from numpyro_dilation.gaussian_mixture import GaussianMixture, map_particles
+from numpyro_dilation.core import langevin
+from numpyro_dilation.core.multimodal import mixture_fit
+from numpyro_dilation.core.multimodal.mixture_fit import GaussianMixture, map_particles
 
 __all__ = [
     "BlockChoice",
@@ -109,9 +110,9 @@ def propose(
     """
     d = x.shape[-1]
     j = jnp.minimum((u[1] * d).astype(int), d - 1)
-    full = gaussian_mixture.transform(mixture, u[2], z)
+    full = mixture_fit.transform(mixture, u[2], z)
     marginal = jax.tree.map(lambda a: a[j], marginals)
-    value = gaussian_mixture.transform(marginal, u[2], z[j, None])
+    value = mixture_fit.transform(marginal, u[2], z[j, None])
     one = u[0] < coordinate_prob
     return jnp.where(one, x.at[j].set(value[0]), full), one, j
 
@@ -128,11 +129,9 @@ def log_proposal_ratio(
     # The two points are stacked so that one vectorised evaluation serves
     # both: XLA fuses it better than two (half the time of a jump's densities).
     points = jnp.stack([x, new])
-    full = jax.vmap(lambda p: gaussian_mixture.logpdf(mixture, p))(points)
+    full = jax.vmap(lambda p: mixture_fit.logpdf(mixture, p))(points)
     marginal = jax.tree.map(lambda a: a[j], marginals)
-    coordinate = jax.vmap(lambda p: gaussian_mixture.logpdf(marginal, p[j, None]))(
-        points
-    )
+    coordinate = jax.vmap(lambda p: mixture_fit.logpdf(marginal, p[j, None]))(points)
     return jnp.where(one, coordinate[0] - coordinate[1], full[0] - full[1])
 
 

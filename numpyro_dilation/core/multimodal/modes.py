@@ -5,7 +5,7 @@
    coordinates scaled by the population's standard deviation, then by the
    pooled within-cluster standard deviation of the first pass (the population
    scale shrinks exactly the directions that separate modes); each cluster is
-   fitted by a diagonal Gaussian (``gaussian_mixture.fit``). ``K`` is static,
+   fitted by a diagonal Gaussian (``mixture_fit.fit``). ``K`` is static,
    so all of it is jittable: more than ``K`` modes are seen as fewer, larger
    clusters.
 2. **Modes.** k-means cuts one mode into several clusters. Each cluster gets
@@ -31,19 +31,17 @@ Everything is on flat particles of shape ``(n, d)``; no NumPyro import.
 """
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import Array
 
-from numpyro_dilation import dilation_path, gaussian_mixture
-from numpyro_dilation.gaussian_mixture import GaussianMixture, map_particles
+from numpyro_dilation.core.multimodal import mixture_fit
+from numpyro_dilation.core.multimodal.mixture_fit import GaussianMixture, map_particles
 
 __all__ = [
     "Modes",
-    "ModeSummary",
     "empty",
     "kmeans",
     "fit_marginals",
@@ -53,7 +51,6 @@ __all__ = [
     "proposal",
     "segment_logsumexp",
     "assign",
-    "mode_summary",
 ]
 
 LogDensityFn = Callable[[Array], Array]
@@ -249,7 +246,7 @@ def fit_marginals(
 
     Coordinate ``j``'s values are cut into ``J`` bins of equal width over
     ``mean +- 3 sd`` (values beyond go to the end bins), each fitted by
-    ``gaussian_mixture.fit``: a histogram with Gaussian bins.
+    ``mixture_fit.fit``: a histogram with Gaussian bins.
     """
     k = min(num_components, x.shape[0])
 
@@ -257,7 +254,7 @@ def fit_marginals(
         low, width = jnp.mean(column) - 3 * jnp.std(column), 6 * jnp.std(column) / k
         bins = jnp.floor((column - low) / jnp.where(width > 0, width, 1.0))
         labels = jnp.clip(bins, 0, k - 1).astype(int)
-        return gaussian_mixture.fit(column[:, None], labels, k)
+        return mixture_fit.fit(column[:, None], labels, k)
 
     return jax.vmap(one)(x.T)
 
@@ -285,7 +282,7 @@ def find_modes(
 
     def cluster(scale, key):
         labels, _ = kmeans(key, x / scale, max_modes)
-        fitted = gaussian_mixture.fit(x, labels, k)
+        fitted = mixture_fit.fit(x, labels, k)
         within = jnp.sqrt(jnp.exp(fitted.log_weights) @ fitted.scales**2)
         return jnp.where(within > 0, within, scale), labels
 
@@ -293,7 +290,7 @@ def find_modes(
     scale = jnp.where(scale > 0, scale, 1.0)
     scale, labels = jax.lax.scan(cluster, scale, jax.random.split(key))
     labels = labels[-1]
-    mixture = gaussian_mixture.fit(x, labels, k, inflation)
+    mixture = mixture_fit.fit(x, labels, k, inflation)
     best = jax.ops.segment_max(logdensity, labels, k)
     is_best = logdensity == best[labels]
     anchor_index = jax.ops.segment_max(
@@ -382,77 +379,7 @@ def assign(modes: Modes, x: Array) -> Array:
     segment = jnp.where(modes.mode_of >= 0, modes.mode_of, k)
 
     def one(xi):
-        log_joint = mixture.log_weights + gaussian_mixture.component_logpdf(mixture, xi)
+        log_joint = mixture.log_weights + mixture_fit.component_logpdf(mixture, xi)
         return jnp.argmax(segment_logsumexp(log_joint, segment, k + 1)[:k])
 
     return map_particles(one, x, num_components=k)
-
-
-class ModeSummary(NamedTuple):
-    """What a run found: modes ordered by weight, heaviest first.
-
-    - **num_modes**: number of modes (``>= max_modes`` clusters means at least
-      that many: raise ``max_modes``).
-    - **weights**: share of the final particles in each mode.
-    - **estimated_weights**: importance estimate of each mode's mass at the end
-      of warmup (the particle shares if the correction was not applied).
-    - **locations**: ``(num_modes, d)`` each mode's highest peak, in
-      unconstrained (flat) coordinates.
-    - **ess**: effective sample size of the importance draws in each mode.
-    """
-
-    num_modes: int
-    weights: np.ndarray
-    estimated_weights: np.ndarray
-    locations: np.ndarray
-    ess: np.ndarray
-
-    def __str__(self) -> str:
-        lines = [f"{self.num_modes} mode(s)", "  mode  weight  estimated    ess"]
-        for i in range(self.num_modes):
-            lines.append(
-                f"  {i:4d}  {self.weights[i]:6.3f}  {self.estimated_weights[i]:9.3f}"
-                f"  {self.ess[i]:5.0f}"
-            )
-        return "\n".join(lines)
-
-
-def mode_summary(run: Any) -> ModeSummary:
-    """Number of modes and their weights after a run (host-side).
-
-    ``run`` is a NumPyro ``MCMC`` that ran ``DilationKernel``, its
-    ``last_state``, or a ``SamplerState``; the modes are those fitted at the
-    end of warmup, the weights the shares of the final particles.
-    """
-    state = getattr(run, "last_state", run)
-    state = getattr(state, "sampler_state", state)
-    modes = state.modes
-    if int(modes.num_modes) == 0:
-        raise ValueError(
-            "No modes were fitted in this run: they are found while tuning when "
-            "DilationKernel has rebalance=True or jump_prob > 0 (the defaults) "
-            "and num_warmup leaves a tuning phase."
-        )
-    x = dilation_path.to_target(state.position, state.center, state.lam)
-    labels = np.asarray(assign(modes, x))
-    mode_of = np.asarray(modes.mode_of)
-    log_mass = np.asarray(modes.log_mass)
-    ids = np.flatnonzero(np.isfinite(log_mass))
-    weights = np.array([np.mean(labels == m) for m in ids])
-    estimated = np.exp(log_mass[ids] - np.logaddexp.reduce(log_mass[ids]))
-    peaks = np.asarray(modes.peaks)
-    height = np.asarray(modes.peak_logdensity)
-    locations = np.stack(
-        [
-            peaks[np.flatnonzero(mode_of == m)[np.argmax(height[mode_of == m])]]
-            for m in ids
-        ]
-    )
-    order = np.argsort(-weights, kind="stable")
-    return ModeSummary(
-        num_modes=len(ids),
-        weights=weights[order],
-        estimated_weights=estimated[order],
-        locations=locations[order],
-        ess=np.asarray(modes.ess)[ids][order],
-    )

@@ -23,7 +23,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC
 from numpyro_dilation import DilationKernel
-from numpyro_dilation.sharding import particle_sharding, shard_particles
+from numpyro_dilation.core.sharding import particle_sharding, shard_particles
 
 
 def model():

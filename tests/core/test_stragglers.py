@@ -10,7 +10,7 @@ from runs import run_vectorized
 from scipy.stats import halfnorm, norm
 
 from numpyro_dilation import DilationKernel
-from numpyro_dilation.stragglers import (
+from numpyro_dilation.core.stragglers import (
     find_stragglers,
     finite_median,
     replace_stragglers,

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation.preconditioner import Preconditioner
+from numpyro_dilation.core.preconditioner import Preconditioner
 
 __all__ = [
     "LangevinState",

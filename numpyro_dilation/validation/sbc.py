@@ -31,7 +31,7 @@ from numpyro.distributions import constraints
 from numpyro.infer import MCMC
 
 from numpyro_dilation.kernel import DilationKernel
-from numpyro_dilation.targets import EIGHT_SCHOOLS_SIGMA
+from numpyro_dilation.validation.targets import EIGHT_SCHOOLS_SIGMA
 
 __all__ = [
     "SBCCase",

@@ -5,8 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from numpyro_dilation import langevin
-from numpyro_dilation.preconditioner import make_preconditioner
+from numpyro_dilation.core import langevin
+from numpyro_dilation.core.preconditioner import make_preconditioner
 
 
 def _logdensity_and_grad(x):
