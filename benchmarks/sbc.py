@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 
-from numpyro_dilation.validation import sbc  # noqa: E402
 from numpyro_dilation.diagnostics import DilationWarning  # noqa: E402
+from numpyro_dilation.validation import sbc  # noqa: E402
 
 ALPHA = 0.01
 

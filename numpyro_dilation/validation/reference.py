@@ -1,6 +1,6 @@
 """Reference posteriors with exact answers, and errors in units of Monte Carlo error.
 
-``compare`` checks draws of one scalar, shape ``(chains, draws)`` (chains are
+``estimates`` checks draws of one scalar, shape ``(chains, draws)`` (chains are
 particles), against its exact mean, sd and quantiles. Standard errors use the
 effective sample size of the quantity averaged
 (``numpyro.diagnostics.effective_sample_size``: Geyer's initial monotone
@@ -42,8 +42,8 @@ from numpyro_dilation.validation import targets
 __all__ = [
     "Z_MAX",
     "ess",
-    "Comparison",
-    "compare",
+    "Estimate",
+    "estimates",
     "z_scores",
     "ula_stationary_covariance",
     "ULAGaussianRun",
@@ -65,7 +65,7 @@ def ess(x: np.ndarray) -> float:
     return float(effective_sample_size(x))
 
 
-class Comparison(NamedTuple):
+class Estimate(NamedTuple):
     """An estimate, its exact value and its Monte Carlo standard error."""
 
     estimate: float
@@ -77,24 +77,24 @@ class Comparison(NamedTuple):
         return (self.estimate - self.exact) / self.se
 
 
-def compare(
+def estimates(
     draws: np.ndarray,
     mean: float,
     sd: float | None,
     quantiles: dict[float, float] | None = None,
-) -> dict[str, Comparison]:
+) -> dict[str, Estimate]:
     """The mean, the sd (unless ``None``) and ``F(x_q)`` per exact quantile ``x_q``
     (keys ``"mean"``, ``"sd"``, ``"F(q0.05)"``...), each with its standard error."""
     x = np.asarray(draws, float)
-    out = {"mean": Comparison(x.mean(), mean, x.std() / math.sqrt(ess(x)))}
+    out = {"mean": Estimate(x.mean(), mean, x.std() / math.sqrt(ess(x)))}
     if sd is not None:
         sq = (x - mean) ** 2
         s = math.sqrt(sq.mean())
-        out["sd"] = Comparison(s, sd, sq.std() / (2 * s * math.sqrt(ess(sq))))
+        out["sd"] = Estimate(s, sd, sq.std() / (2 * s * math.sqrt(ess(sq))))
     for q, x_q in (quantiles or {}).items():
         below = (x <= x_q).astype(float)
         se = math.sqrt(q * (1 - q) / ess(below))
-        out[f"F(q{q:g})"] = Comparison(below.mean(), q, se)
+        out[f"F(q{q:g})"] = Estimate(below.mean(), q, se)
     return out
 
 
@@ -104,8 +104,8 @@ def z_scores(
     sd: float | None,
     quantiles: dict[float, float] | None = None,
 ) -> dict[str, float]:
-    """The z-scores of ``compare``."""
-    return {k: c.z for k, c in compare(draws, mean, sd, quantiles).items()}
+    """The z-scores of ``estimates``."""
+    return {k: c.z for k, c in estimates(draws, mean, sd, quantiles).items()}
 
 
 def ula_stationary_covariance(
@@ -313,7 +313,7 @@ def run_case(
     num_warmup: int,
     num_samples: int,
     seed: int = 0,
-) -> tuple[MCMC, dict[str, dict[str, Comparison]]]:
+) -> tuple[MCMC, dict[str, dict[str, Estimate]]]:
     """Run ``case``; return the MCMC object and the comparisons per marginal."""
     mcmc = MCMC(
         case.kernel(step),
@@ -326,6 +326,6 @@ def run_case(
     mcmc.run(jax.random.PRNGKey(seed), init_params=case.init(num_chains))
     samples = mcmc.get_samples(group_by_chain=True)
     return mcmc, {
-        m.label: compare(m.select(samples), m.mean, m.sd, m.quantiles)
+        m.label: estimates(m.select(samples), m.mean, m.sd, m.quantiles)
         for m in case.marginals()
     }
