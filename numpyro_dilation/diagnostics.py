@@ -49,7 +49,7 @@ import numpy as np
 import scipy.stats
 from jax import Array
 
-from numpyro_dilation.core import sampler
+from numpyro_dilation.core import calendar, sampler
 
 __all__ = [
     "DilationWarning",
@@ -190,7 +190,7 @@ class WarmupReference(NamedTuple):
 def init_reference(state: sampler.SamplerState) -> WarmupReference:
     """The reference of a fresh population."""
     return WarmupReference(
-        sampler.target_position(state), jnp.zeros_like(state.accept_prob)
+        sampler.target_position(state), jnp.zeros_like(state.particles.accept_prob)
     )
 
 
@@ -198,16 +198,17 @@ def monitor(state: sampler.SamplerState, reference: WarmupReference):
     """The end-of-warmup check, called after every iteration; returns the new
     ``reference``.
 
-    ``reference`` keeps the target-space positions at iteration ``W - k``, with
-    ``k`` half the tuning phase, and sums each particle's acceptance probability
-    over the ``k`` iterations that follow; at iteration ``W`` a
-    ``jax.debug.callback`` raises the warnings of ``population_warnings`` as
-    ``DilationWarning``. The callback runs when the computation reaches that
-    iteration (asynchronously: ``jax.effects_barrier()`` waits for it).
+    ``reference`` keeps the target-space positions at iteration ``W - k`` (the
+    calendar's ``monitor_start``; ``k`` is half the tuning phase) and sums each
+    particle's acceptance probability over the ``k`` iterations that follow; at
+    iteration ``W`` a ``jax.debug.callback`` raises the warnings of
+    ``population_warnings`` as ``DilationWarning``. The callback runs when the
+    computation reaches that iteration (asynchronously: ``jax.effects_barrier()``
+    waits for it).
     """
-    schedule = state.schedule
-    window = (schedule.num_warmup - schedule.num_anneal) // 2
-    start = schedule.num_warmup - window
+    run_calendar = state.calendar
+    window = calendar.monitor_window(run_calendar)
+    start = run_calendar.monitor_start
     # A copy at one iteration only (a select over all particles every
     # iteration costs as much as a cheap target's gradient).
     position = jax.lax.cond(
@@ -217,14 +218,14 @@ def monitor(state: sampler.SamplerState, reference: WarmupReference):
         state,
     )
     accept_sum = jnp.where(
-        state.iteration > start, reference.accept_sum + state.accept_prob, 0.0
+        state.iteration > start, reference.accept_sum + state.particles.accept_prob, 0.0
     )
     jax.lax.cond(
-        (state.iteration == schedule.num_warmup) & (window >= MIN_WINDOW),
+        (state.iteration == run_calendar.num_warmup) & (window >= MIN_WINDOW),
         lambda: jax.debug.callback(
             _warn_end_of_warmup,
             accept_sum / jnp.maximum(window, 1),
-            state.diverging,
+            state.particles.diverging,
             position,
             sampler.target_position(state),
             window,

@@ -7,7 +7,6 @@ ravels and unravels parameters and presents the population state under the
 field names NumPyro and ArviZ expect (design.md section 4).
 """
 
-import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -19,14 +18,15 @@ import numpyro
 from jax import Array
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMC, MCMCKernel
+from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
 from numpyro_dilation import diagnostics
-from numpyro_dilation.core import cpu_lapack, sampler
-from numpyro_dilation.core.level_schedule import ScheduleLike, make_levels
-from numpyro_dilation.core.sharding import particle_sharding, shard_particles
+from numpyro_dilation.core import calendar, cpu_lapack, sampler
+from numpyro_dilation.core.level_schedule import ScheduleLike
+from numpyro_dilation.core.options import SamplerOptions
+from numpyro_dilation.core.sharding import particle_sharding, shard_particles, split
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -38,7 +38,7 @@ class DilationAdaptState(NamedTuple):
 
 
 class DilationState(NamedTuple):
-    """State of the vectorized chains; every field but the last three has a chain axis.
+    """State of the vectorized chains; the fields of ``PER_CHAIN`` have a chain axis.
 
     - **i**: iteration counter (MCMC never resets it; it decides the phase).
     - **z**: unconstrained sample (target space), a pytree like ``init_params``.
@@ -69,6 +69,18 @@ class DilationState(NamedTuple):
     rng_key: Array
 
 
+PER_CHAIN = (
+    "i",
+    "z",
+    "potential_energy",
+    "accept_prob",
+    "diverging",
+    "dilation_level",
+    "jump_accept_prob",
+    "adapt_state",
+)
+
+
 def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
     if forward_mode:
 
@@ -77,17 +89,6 @@ def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
 
         return fwd
     return jax.value_and_grad(f)
-
-
-def _calling_mcmc(kernel: "DilationKernel") -> MCMC | None:
-    """The ``MCMC`` object that is running ``kernel``, found on the call stack."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, MCMC) and candidate.sampler is kernel:
-            return candidate
-        frame = frame.f_back
-    return None
 
 
 def _raise_for_discrete_sites(model, model_args, model_kwargs, err) -> None:
@@ -267,7 +268,7 @@ class DilationKernel(MCMCKernel):
         self._forward_mode = forward_mode_differentiation
         self._dense_mass = dense_mass
         self._shard = shard_particles
-        self._options = sampler.SamplerOptions(
+        self._options = SamplerOptions(
             adjusted=step == "mala",
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
@@ -282,6 +283,8 @@ class DilationKernel(MCMCKernel):
         self._unravel_fn = None
         self._sequential = False
         self._sample_fn = None
+        self._calendar = None
+        self._num_particles = None
 
     @property
     def model(self) -> Callable | None:
@@ -322,16 +325,6 @@ class DilationKernel(MCMCKernel):
         unravel = self._unravel_fn
         fn = _value_and_grad(lambda x: -potential_fn(unravel(x)), self._forward_mode)
         return cpu_lapack.sequential_under_vmap(fn) if self._sequential else fn
-
-    def _check_chain_method(self) -> None:
-        mcmc = _calling_mcmc(self)
-        if mcmc is not None and mcmc.num_chains > 1:
-            raise ValueError(
-                "DilationKernel runs its chains as one population of particles: "
-                f"chain_method={mcmc.chain_method!r} is not supported with "
-                f"num_chains={mcmc.num_chains}. Use "
-                "MCMC(..., chain_method='vectorized')."
-            )
 
     def _initial_params(self, keys, init_params, model_args, model_kwargs):
         num_chains = keys.shape[0]
@@ -401,22 +394,16 @@ class DilationKernel(MCMCKernel):
         model_kwargs: dict | None = None,
     ) -> DilationState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        single = is_prng_key(rng_key)
-        if single:
-            self._check_chain_method()
-            keys = rng_key[None]
-            if init_params is not None:
-                init_params = jax.tree.map(lambda x: jnp.asarray(x)[None], init_params)
-        else:
-            keys = rng_key
-        if single:
-            warnings.warn(
-                "DilationKernel with num_chains=1 runs a single particle: there is "
-                "no population to adapt the preconditioner, spread Dirac centres "
-                "or share statistics. Use num_chains >= 2 * dim (1024 is typical) "
-                "with chain_method='vectorized'.",
-                stacklevel=2,
+        if is_prng_key(rng_key):
+            raise ValueError(
+                "DilationKernel runs its chains as one population of particles, "
+                "so MCMC must hand it one key per chain: it got a single PRNG key "
+                "(num_chains=1, or chain_method='sequential' or 'parallel', which "
+                "hand the kernel one chain at a time). Use MCMC(..., "
+                "num_chains=N, chain_method='vectorized') with N >= 2 * dim "
+                "particles (1024 is typical)."
             )
+        keys = rng_key
         if num_warmup < diagnostics.MIN_WARMUP:
             warnings.warn(
                 f"num_warmup={num_warmup} is too short for DilationKernel to anneal "
@@ -439,39 +426,46 @@ class DilationKernel(MCMCKernel):
         if self._sequential:
             logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
         center = self._centers(flat)
-        num_anneal = int(round(self._anneal_fraction * num_warmup))
-        num_levels = self._num_levels or max(1, num_anneal // 5)
-        levels = make_levels(self._schedule, num_levels, self._lambda_min)
-        schedule = sampler.Schedule(
-            levels.astype(flat.dtype), jnp.asarray(num_anneal), jnp.asarray(num_warmup)
+        self._calendar = calendar.build_calendar(
+            num_warmup,
+            self._options,
+            anneal_fraction=self._anneal_fraction,
+            num_levels=self._num_levels,
+            schedule=self._schedule,
+            lambda_min=self._lambda_min,
+            dtype=flat.dtype,
         )
-        dim = flat.shape[1]
-        inv_mass = (
-            jnp.eye(dim, dtype=flat.dtype)
-            if self._dense_mass
-            else jnp.ones(dim, flat.dtype)
-        )
+        self._num_particles = center.shape[0]
         pop = sampler.init(
-            center,
-            logdensity_and_grad,
-            schedule,
-            self._step_size,
-            inv_mass,
-            self._options.max_modes,
+            center, logdensity_and_grad, self._calendar, self._options, self._step_size
         )
-        if not bool(jnp.all(jnp.isfinite(pop.logdensity))):
-            idx = np.flatnonzero(~np.isfinite(np.asarray(pop.logdensity)))[:10]
+        if not bool(jnp.all(jnp.isfinite(pop.particles.logdensity))):
+            logdensity = np.asarray(pop.particles.logdensity)
+            idx = np.flatnonzero(~np.isfinite(logdensity))[:10]
             raise ValueError(
                 f"The potential is not finite at the initial centres of chains "
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        state = self._view(pop, diagnostics.init_reference(pop), keys[0], single)
         sharding = self._particle_sharding(center.shape[0])
+        if sharding is not None:
+            pop = shard_particles(pop, sharding)
+        state = self._view(pop, diagnostics.init_reference(pop), keys[0])
         if sharding is None:
             return state
-        placed = shard_particles(state._replace(rng_key=None), sharding, len(center))
-        return placed._replace(rng_key=state.rng_key)
+        per_chain = split({name: getattr(state, name) for name in PER_CHAIN}, sharding)
+        return state._replace(
+            warmup_reference=split(state.warmup_reference, sharding), **per_chain
+        )
+
+    def num_evaluations(self, num_iterations: int) -> int:
+        """Log-density (and gradient) evaluations of the population in its
+        first ``num_iterations`` iterations, mode fits included (after ``init``)."""
+        if self._calendar is None:
+            raise ValueError("num_evaluations needs the run's calendar: call init.")
+        return sampler.num_evaluations(
+            self._calendar, self._num_particles, num_iterations, self._options
+        )
 
     def _particle_sharding(self, num_particles: int):
         if self._shard is False or num_particles == 1:
@@ -494,34 +488,31 @@ class DilationKernel(MCMCKernel):
         pop: sampler.SamplerState,
         reference: diagnostics.WarmupReference,
         rng_key: Array,
-        single: bool,
-    ):
-        n = pop.position.shape[0]
+    ) -> DilationState:
+        n = pop.particles.position.shape[0]
         x = sampler.target_position(pop)
-        per_chain = (
-            jnp.full(n, pop.iteration),
-            jax.vmap(self._unravel_fn)(x),
-            sampler.target_potential(pop),
-            pop.accept_prob,
-            pop.diverging,
-            jnp.full(n, pop.lam),
-            pop.jump_accept_prob,
-            DilationAdaptState(
-                jnp.full(n, jnp.exp(pop.step_size.log_step_size), x.dtype)
-            ),
+        step_size = jnp.exp(pop.step_size.log_step_size)
+        return DilationState(
+            i=jnp.full(n, pop.iteration),
+            z=jax.vmap(self._unravel_fn)(x),
+            potential_energy=sampler.target_potential(pop),
+            accept_prob=pop.particles.accept_prob,
+            diverging=pop.particles.diverging,
+            dilation_level=jnp.full(n, pop.lam),
+            jump_accept_prob=pop.particles.jump_accept_prob,
+            adapt_state=DilationAdaptState(jnp.full(n, step_size, x.dtype)),
+            sampler_state=pop,
+            warmup_reference=reference,
+            rng_key=rng_key,
         )
-        if single:
-            per_chain = jax.tree.map(lambda a: a[0], per_chain)
-        return DilationState(*per_chain, pop, reference, rng_key)
 
     def sample(
         self, state: DilationState, model_args: tuple, model_kwargs: dict
     ) -> DilationState:
-        single = jnp.ndim(state.potential_energy) == 0
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs or {})
         rng_key, key = jax.random.split(state.rng_key)
         pop, _ = sampler.step(
             key, state.sampler_state, logdensity_and_grad, self._options
         )
         reference = diagnostics.monitor(pop, state.warmup_reference)
-        return self._view(pop, reference, rng_key, single)
+        return self._view(pop, reference, rng_key)

@@ -56,7 +56,9 @@ def mode_summary(run: Any) -> ModeSummary:
             "DilationKernel has rebalance=True or jump_prob > 0 (the defaults) "
             "and num_warmup leaves a tuning phase."
         )
-    x = dilation_path.to_target(state.position, state.center, state.lam)
+    x = dilation_path.to_target(
+        state.particles.position, state.particles.center, state.lam
+    )
     labels = np.asarray(assign(modes, x))
     mode_of = np.asarray(modes.mode_of)
     log_mass = np.asarray(modes.log_mass)

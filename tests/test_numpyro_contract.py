@@ -83,12 +83,10 @@ def test_potential_fn_with_pytree_init_params():
     assert s["a"].shape == (32 * 20, 2) and s["b"].shape == (32 * 20,)
 
 
-def test_single_chain_warns_and_runs():
+def test_single_chain_is_refused():
     mcmc = mcmc_for(DilationKernel(normal_mean_model), num_chains=1)
-    with pytest.warns(UserWarning, match="single particle"):
+    with pytest.raises(ValueError, match="num_chains=1"):
         mcmc.run(jax.random.PRNGKey(0), jnp.ones(3))
-    assert mcmc.get_samples(group_by_chain=True)["mu"].shape == (1, 20)
-    assert mcmc.get_extra_fields()["accept_prob"].shape == (20,)
 
 
 def test_progress_bar_shows_acceptance_and_level(monkeypatch, capsys):
@@ -233,5 +231,5 @@ def test_particles_start_at_their_centres():
     np.testing.assert_allclose(mu, mu.mean(), atol=1e-6)
     state = kernel.sample(state, (y,), {})
     assert float(state.dilation_level[0]) == pytest.approx(1e-6)
-    path = np.asarray(state.sampler_state.position)
+    path = np.asarray(state.sampler_state.particles.position)
     assert np.ptp(path) < 1e-2 < np.ptp(np.asarray(state.z["mu"]))

@@ -1,7 +1,9 @@
 """The annealed population sampler on flat arrays: phases, one step per iteration.
 
 Iteration ``t`` of a run with ``W`` warmup iterations, ``A <= W`` of them
-annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
+annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3);
+every iteration at which something happens is read from the run's
+``calendar.Calendar``, which states them all:
 
 * ``t < A``   anneal: level ``l_t = levels[floor(t K / A)]``; each particle runs
   Langevin steps on the dilated density ``p_l`` around its own centre, step
@@ -16,7 +18,8 @@ annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
 
 Multimodal targets (docs/multimodal.md), on by default:
 
-* at ``t = A`` and three more times, evenly, while tuning, the population's
+* at the calendar's mode-fit iterations (from ``t = A``, every ``p``
+  iterations while tuning), the population's
   modes are found (``modes.find_modes``: no gradient); from ``t = A`` on, with
   probability ``jump_prob`` per iteration (one coin for the population,
   independent of the state), every particle makes an exact
@@ -33,7 +36,9 @@ Each kernel of the sampling phase (MALA, jump) leaves ``p`` invariant and the
 choice between them does not depend on the state, so sampling stays exact.
 
 Particles start at their Dirac centres (``y = c``), which is the law ``p_0``.
-The state knows its own schedule, so a step needs nothing but the state.
+The state holds its own calendar, so a step needs nothing but the state; the
+per-particle arrays are one sub-state (``Particles``), so resampling, straggler
+replacement and sharding act on it whole.
 """
 
 from collections.abc import Callable
@@ -43,78 +48,62 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation.core import adaptation, dilation_path, langevin, stragglers
+from numpyro_dilation.core import (
+    adaptation,
+    calendar,
+    dilation_path,
+    langevin,
+    stragglers,
+)
 from numpyro_dilation.core.multimodal import jumps, modes, rebalancing
+from numpyro_dilation.core.options import DEFAULT_OPTIONS, SamplerOptions
 from numpyro_dilation.core.preconditioner import make_preconditioner
 
-__all__ = ["Schedule", "SamplerOptions", "SamplerState", "SamplerInfo", "init", "step"]
+__all__ = [
+    "SamplerOptions",
+    "Particles",
+    "SamplerState",
+    "SamplerInfo",
+    "init",
+    "step",
+    "target_position",
+    "target_potential",
+    "num_evaluations",
+]
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
 
 
-class Schedule(NamedTuple):
-    """Per-run phase lengths and levels (part of the state, not of the kernel)."""
+class Particles(NamedTuple):
+    """Every per-particle array, particle axis first; ``logdensity`` and its
+    gradient are those of ``p_lam`` at ``position`` (path coordinates)."""
 
-    levels: Array
-    num_anneal: Array
-    num_warmup: Array
-
-
-class SamplerOptions(NamedTuple):
-    """Static options. ``adjusted=False`` runs the paper's ULA (biased at l = 1).
-
-    ``rebalance``: correct the mode masses at the last warmup iteration;
-    ``jump_prob``: probability of a jump iteration from ``t = A`` on (0: none);
-    ``max_modes``: clusters fitted (``K``); ``min_mode_ess``: the effective
-    sample size under which a mode's mass estimate is not used.
-    """
-
-    adjusted: bool = True
-    target_accept_prob: float = 0.574
-    adaptation_gain: float = 1.0
-    adapt_step_size: bool = True
-    adapt_inv_mass: bool = True
-    dense_mass: bool = False
-    rebalance: bool = True
-    jump_prob: float = 0.5
-    max_modes: int = 64
-    min_mode_ess: float = 20.0
-
-
-class SamplerState(NamedTuple):
-    """Population state; ``logdensity`` and its gradient are those of ``p_lam``."""
-
-    iteration: Array
     position: Array
     center: Array
-    lam: Array
     logdensity: Array
     logdensity_grad: Array
     accept_prob: Array
     diverging: Array
+    jump_accept_prob: Array
+
+
+class SamplerState(NamedTuple):
+    """Population state: the particles and what they share."""
+
+    iteration: Array
+    particles: Particles
+    lam: Array
     step_size: adaptation.StepSizeState
     inv_mass: Array
-    schedule: Schedule
+    calendar: calendar.Calendar
     modes: modes.Modes
     jump_block: jumps.BlockChoice
-    jump_accept_prob: Array
 
 
 class SamplerInfo(NamedTuple):
     is_rescale: Array
     is_jump: Array
     is_rebalance: Array
-
-
-def level_at(schedule: Schedule, t: Array) -> Array:
-    """``l_t = levels[floor(t K / A)]`` while annealing, then 1."""
-    num_levels = schedule.levels.shape[0]
-    k = jnp.minimum(
-        t * num_levels // jnp.maximum(schedule.num_anneal, 1), num_levels - 1
-    )
-    return jnp.where(t < schedule.num_anneal, schedule.levels[k], 1.0).astype(
-        schedule.levels.dtype
-    )
 
 
 def _evaluate(logdensity_and_grad_fn: LogDensityAndGrad, y, center, lam):
@@ -127,42 +116,75 @@ def _evaluate(logdensity_and_grad_fn: LogDensityAndGrad, y, center, lam):
 
 def target_potential(state: SamplerState) -> Array:
     """``-log p(x)`` at each particle, from ``log p_l(y) = -d/2 log l + log p(x)``."""
-    d = state.position.shape[-1]
-    return -(state.logdensity + 0.5 * d * jnp.log(state.lam))
+    particles = state.particles
+    d = particles.position.shape[-1]
+    return -(particles.logdensity + 0.5 * d * jnp.log(state.lam))
 
 
 def target_position(state: SamplerState) -> Array:
     """``x = c + (y - c) / sqrt(l)`` for each particle."""
-    return dilation_path.to_target(state.position, state.center, state.lam)
+    particles = state.particles
+    return dilation_path.to_target(particles.position, particles.center, state.lam)
+
+
+def num_evaluations(
+    run_calendar: calendar.Calendar,
+    num_particles: int,
+    num_iterations: int,
+    options: SamplerOptions = DEFAULT_OPTIONS,
+) -> int:
+    """Log-density evaluations (with gradients but for a rebalancing's) of the
+    first ``num_iterations`` iterations: one per particle per iteration, plus
+    those of each mode fit (``modes.fit_evaluations``)."""
+    fits = calendar.mode_fit_iterations(run_calendar)
+    num_fits = int(jnp.sum(fits < num_iterations))
+    return num_particles * num_iterations + num_fits * modes.fit_evaluations(
+        num_particles, options.max_modes
+    )
 
 
 def init(
     center: Array,
     logdensity_and_grad_fn: LogDensityAndGrad,
-    schedule: Schedule,
-    step_size: float,
-    inv_mass: Array,
-    max_modes: int = SamplerOptions().max_modes,
+    run_calendar: calendar.Calendar,
+    options: SamplerOptions = DEFAULT_OPTIONS,
+    step_size: float = 0.1,
+    inv_mass: Array | None = None,
 ) -> SamplerState:
-    """All particles at their centres (``y = c``), at the first level, no modes yet."""
+    """All particles at their centres (``y = c``), at the first level, no modes yet.
+
+    :param center: ``(n, d)`` the Dirac centres, one per particle.
+    :param run_calendar: ``calendar.build_calendar(num_warmup, options)``.
+    :param step_size: the initial ``eps`` (target-space units).
+    :param inv_mass: the initial preconditioner (default: the identity, dense
+        when ``options.dense_mass``).
+    """
     n, d = center.shape
-    lam = level_at(schedule, jnp.zeros((), int))
+    if inv_mass is None:
+        inv_mass = (
+            jnp.eye(d, dtype=center.dtype)
+            if options.dense_mass
+            else jnp.ones(d, center.dtype)
+        )
+    lam = calendar.level_at(run_calendar, jnp.zeros((), int))
     logdensity, grad = _evaluate(logdensity_and_grad_fn, center, center, lam)
     return SamplerState(
         iteration=jnp.zeros((), int),
-        position=center,
-        center=center,
+        particles=Particles(
+            position=center,
+            center=center,
+            logdensity=logdensity,
+            logdensity_grad=grad,
+            accept_prob=jnp.ones(n, center.dtype),
+            diverging=jnp.zeros(n, bool),
+            jump_accept_prob=jnp.zeros(n, center.dtype),
+        ),
         lam=lam,
-        logdensity=logdensity,
-        logdensity_grad=grad,
-        accept_prob=jnp.ones(n, center.dtype),
-        diverging=jnp.zeros(n, bool),
         step_size=adaptation.step_size_init(step_size),
         inv_mass=inv_mass,
-        schedule=schedule,
-        modes=modes.empty(n, d, max_modes, center.dtype),
+        calendar=run_calendar,
+        modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
-        jump_accept_prob=jnp.zeros(n, center.dtype),
     )
 
 
@@ -172,21 +194,24 @@ def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
     A particle whose density is not finite there is flagged divergent and keeps
     its target-space position instead (``y`` re-mapped so that ``x`` is unchanged).
     """
+    particles = state.particles
     logdensity, grad = _evaluate(
-        logdensity_and_grad_fn, state.position, state.center, lam
+        logdensity_and_grad_fn, particles.position, particles.center, lam
     )
     bad = ~(jnp.isfinite(logdensity) & jnp.all(jnp.isfinite(grad), axis=-1))
-    d = state.position.shape[-1]
+    d = particles.position.shape[-1]
     # log p(x) and grad log p(x) at the unchanged x, from the cached values.
     kept_logdensity = -target_potential(state) - 0.5 * d * jnp.log(lam)
-    kept_grad = state.logdensity_grad * jnp.sqrt(state.lam / lam)
-    kept = dilation_path.to_path(target_position(state), state.center, lam)
+    kept_grad = particles.logdensity_grad * jnp.sqrt(state.lam / lam)
+    kept = dilation_path.to_path(target_position(state), particles.center, lam)
     return state._replace(
-        position=jnp.where(bad[:, None], kept, state.position),
         lam=lam,
-        logdensity=jnp.where(bad, kept_logdensity, logdensity),
-        logdensity_grad=jnp.where(bad[:, None], kept_grad, grad),
-        diverging=bad,
+        particles=particles._replace(
+            position=jnp.where(bad[:, None], kept, particles.position),
+            logdensity=jnp.where(bad, kept_logdensity, logdensity),
+            logdensity_grad=jnp.where(bad[:, None], kept_grad, grad),
+            diverging=bad,
+        ),
     )
 
 
@@ -196,10 +221,11 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
     The proposal noise and the accept uniforms of the whole population are drawn
     in one call each (one key per particle costs more than a cheap target).
     """
+    particles = state.particles
     h = jnp.exp(state.step_size.log_step_size) * lam
     precond = make_preconditioner(state.inv_mass)
     key_noise, key_accept = jax.random.split(key)
-    y = state.position
+    y = particles.position
     z = jax.random.normal(key_noise, y.shape, y.dtype)
     log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
 
@@ -218,14 +244,21 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
         )
 
     new, info = jax.vmap(one)(
-        z, log_uniform, y, state.center, state.logdensity, state.logdensity_grad
+        z,
+        log_uniform,
+        y,
+        particles.center,
+        particles.logdensity,
+        particles.logdensity_grad,
     )
     return state._replace(
-        position=new.position,
-        logdensity=new.logdensity,
-        logdensity_grad=new.logdensity_grad,
-        accept_prob=info.acceptance_rate,
-        diverging=info.is_divergent,
+        particles=particles._replace(
+            position=new.position,
+            logdensity=new.logdensity,
+            logdensity_grad=new.logdensity_grad,
+            accept_prob=info.acceptance_rate,
+            diverging=info.is_divergent,
+        )
     )
 
 
@@ -235,10 +268,11 @@ def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
     Jumps happen at ``l = 1``, where path and target coordinates agree. During
     warmup the squared jump distances tune the choice of block.
     """
-    x = state.position
+    particles = state.particles
+    x = particles.position
     new, info = jumps.step(
         key,
-        langevin.LangevinState(x, state.logdensity, state.logdensity_grad),
+        langevin.LangevinState(x, particles.logdensity, particles.logdensity_grad),
         logdensity_and_grad_fn,
         modes.proposal(state.modes),
         state.modes.marginals,
@@ -247,17 +281,19 @@ def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
     scale = jnp.std(x, axis=0)
     squared = jnp.sum(((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1)
     block = jax.tree.map(
-        lambda a, b: jnp.where(state.iteration < state.schedule.num_warmup, a, b),
+        lambda a, b: jnp.where(state.iteration < state.calendar.num_warmup, a, b),
         jumps.update_block_choice(state.jump_block, squared, info.is_coordinate),
         state.jump_block,
     )
     return state._replace(
         jump_block=block,
-        position=new.position,
-        logdensity=new.logdensity,
-        logdensity_grad=new.logdensity_grad,
-        jump_accept_prob=info.acceptance_rate,
-        diverging=info.is_divergent,
+        particles=particles._replace(
+            position=new.position,
+            logdensity=new.logdensity,
+            logdensity_grad=new.logdensity_grad,
+            jump_accept_prob=info.acceptance_rate,
+            diverging=info.is_divergent,
+        ),
     )
 
 
@@ -282,61 +318,31 @@ def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
         lambda x: logdensity_and_grad_fn(x)[0],
         options.min_mode_ess,
     )
-    per_particle = (
-        state.position,
-        state.center,
-        state.logdensity,
-        state.logdensity_grad,
-        state.accept_prob,
-        state.jump_accept_prob,
-        state.diverging,
-    )
-    position, center, logdensity, grad, accept_prob, jump_accept_prob, diverging = (
-        a[index] for a in per_particle
-    )
     return state._replace(
-        position=position,
-        center=center,
-        logdensity=logdensity,
-        logdensity_grad=grad,
-        accept_prob=accept_prob,
-        jump_accept_prob=jump_accept_prob,
-        diverging=diverging,
-        modes=found,
+        particles=jax.tree.map(lambda a: a[index], state.particles), modes=found
     )
 
 
 def _replace_stragglers(key, state: SamplerState) -> SamplerState:
-    """Warmup only: see ``stragglers``; every per-particle field is copied."""
-    fields = (
-        "position",
-        "center",
-        "logdensity",
-        "logdensity_grad",
-        "accept_prob",
-        "jump_accept_prob",
-    )
+    """Warmup only: see ``stragglers``; the particles are copied whole."""
     copied, _ = stragglers.replace_stragglers(
-        jax.random.fold_in(key, 1),
-        {name: getattr(state, name) for name in fields},
-        target_potential(state),
+        jax.random.fold_in(key, 1), state.particles, target_potential(state)
     )
-    return state._replace(**copied)
+    return state._replace(particles=copied)
 
 
 def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> SamplerState:
     t = state.iteration
-    schedule = state.schedule
-    in_warmup = t < schedule.num_warmup
+    run_calendar = state.calendar
+    in_warmup = t < run_calendar.num_warmup
     step_size = state.step_size
     if options.adapt_step_size:
-        window = jnp.maximum((schedule.num_warmup - schedule.num_anneal) // 4, 1)
         updated = adaptation.step_size_update(
             step_size,
-            jnp.mean(state.accept_prob),
+            jnp.mean(state.particles.accept_prob),
             options.target_accept_prob,
             options.adaptation_gain,
-            t >= schedule.num_warmup - window,
+            calendar.in_step_size_window(run_calendar, t),
         )
         updated = jax.tree.map(
             lambda new, old: jnp.where(in_warmup & moved, new, old), updated, step_size
@@ -345,13 +351,14 @@ def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> Sample
             log_step_size=jnp.log(adaptation.final_step_size(updated))
         )
         step_size = jax.tree.map(
-            lambda a, b: jnp.where(t == schedule.num_warmup - 1, a, b), frozen, updated
+            lambda a, b: jnp.where(t == run_calendar.num_warmup - 1, a, b),
+            frozen,
+            updated,
         )
     inv_mass = state.inv_mass
-    if options.adapt_inv_mass and state.position.shape[0] > 1:
-        tuning = in_warmup & (t >= schedule.num_anneal)
+    if options.adapt_inv_mass and state.particles.position.shape[0] > 1:
         inv_mass = jax.lax.cond(
-            tuning,
+            calendar.is_tuning(run_calendar, t),
             lambda s: adaptation.population_inv_mass(
                 target_position(s), options.dense_mass, s.inv_mass
             ).astype(s.inv_mass.dtype),
@@ -369,17 +376,15 @@ def step(
 ) -> tuple[SamplerState, SamplerInfo]:
     """One iteration of the population (one gradient per particle)."""
     t = state.iteration
-    schedule = state.schedule
+    run_calendar = state.calendar
     key_move, key_modes, key_coin = jax.random.split(key, 3)
-    lam = level_at(schedule, t)
-    tuning = (t >= schedule.num_anneal) & (t < schedule.num_warmup)
-    is_rebalance = options.rebalance & tuning & (t == schedule.num_warmup - 1)
+    lam = calendar.level_at(run_calendar, t)
+    tuning = calendar.is_tuning(run_calendar, t)
+    is_rebalance = calendar.is_rebalance(run_calendar, t)
     jumping = options.jump_prob > 0
     if jumping or options.rebalance:
-        period = jnp.maximum((schedule.num_warmup - schedule.num_anneal) // 4, 1)
         state = jax.lax.cond(
-            is_rebalance
-            | (jumping & tuning & ((t - schedule.num_anneal) % period == 0)),
+            calendar.is_mode_fit(run_calendar, t),
             lambda s: s._replace(
                 modes=_find_modes(key_modes, s, logdensity_and_grad_fn, options)
             ),
@@ -388,7 +393,7 @@ def step(
         )
     is_jump = (
         jumping
-        & (t >= schedule.num_anneal)
+        & (t >= run_calendar.num_anneal)
         & ~is_rebalance
         & (state.modes.num_modes > 1)
         & (jax.random.uniform(key_coin) < options.jump_prob)
@@ -409,7 +414,7 @@ def step(
     )
     state = jax.lax.switch(branch, branches, state)
     state = _adapt(state, options, branch == 0)
-    if state.position.shape[0] > 1:
+    if state.particles.position.shape[0] > 1:
         state = jax.lax.cond(
             tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
         )

@@ -22,7 +22,15 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["PARTICLE_AXIS", "particle_sharding", "shard_particles"]
+from numpyro_dilation.core.sampler import SamplerState
+
+__all__ = [
+    "PARTICLE_AXIS",
+    "particle_sharding",
+    "split",
+    "replicate",
+    "shard_particles",
+]
 
 PARTICLE_AXIS = "particles"
 
@@ -39,17 +47,27 @@ def particle_sharding(
     return NamedSharding(mesh, PartitionSpec(PARTICLE_AXIS))
 
 
-def shard_particles(tree: Any, sharding: NamedSharding, num_particles: int) -> Any:
-    """Place every array of ``tree`` whose leading axis has ``num_particles``
-    entries split along it; every other array is replicated on the mesh."""
-    replicated = NamedSharding(sharding.mesh, PartitionSpec())
-
+def _place(tree: Any, sharding: NamedSharding) -> Any:
     def put(x):
         x = np.asarray(x)
-        per_particle = x.ndim >= 1 and x.shape[0] == num_particles
-        target = sharding if per_particle else replicated
         # Every process holds the whole (identically computed) array and gives
         # its own devices their slices: this also builds multi-host arrays.
-        return jax.make_array_from_callback(x.shape, target, lambda i: x[i])
+        return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
 
     return jax.tree.map(put, tree)
+
+
+def split(tree: Any, sharding: NamedSharding) -> Any:
+    """Every array of ``tree`` split along its leading (particle) axis."""
+    return _place(tree, sharding)
+
+
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+    """Every array of ``tree`` whole on each device of ``sharding``'s mesh."""
+    return _place(tree, NamedSharding(sharding.mesh, PartitionSpec()))
+
+
+def shard_particles(state: SamplerState, sharding: NamedSharding) -> SamplerState:
+    """``state.particles`` split over the devices, everything else replicated."""
+    shared = replicate(state._replace(particles=None), sharding)
+    return shared._replace(particles=split(state.particles, sharding))

@@ -20,11 +20,13 @@ from hypothesis import strategies as st
 
 from numpyro_dilation.core import (
     adaptation,
+    calendar,
     dilation_path,
     langevin,
     level_schedule,
     sampler,
 )
+from numpyro_dilation.core.options import SamplerOptions
 from numpyro_dilation.core.preconditioner import identity, make_preconditioner
 
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
@@ -116,7 +118,7 @@ def _cache_of(params, state):
     f = student_t_value_and_grad(params)
     return jax.vmap(
         lambda y, c: dilation_path.logdensity_and_score(f, y, c, state.lam)
-    )(state.position, state.center)
+    )(state.particles.position, state.particles.center)
 
 
 def random_preconditioner(key, d, dense, dtype):
@@ -460,14 +462,16 @@ def test_make_levels_accepts_exactly_the_valid_arrays(raw):
             level_schedule.make_levels(raw, 0, 1e-4)
 
 
-_levels_over_time = jax.jit(jax.vmap(sampler.level_at, in_axes=(None, 0)))
+_levels_over_time = jax.jit(jax.vmap(calendar.level_at, in_axes=(None, 0)))
 
 
 @SETTINGS
 @given(k=st.sampled_from([1, 3, 40]), num_anneal=st.integers(0, 200))
 def test_level_at_is_non_decreasing_and_reaches_one(k, num_anneal):
     levels = level_schedule.geometric(k, 1e-3)
-    sched = sampler.Schedule(levels, jnp.asarray(num_anneal), jnp.asarray(num_anneal))
+    sched = calendar.build_calendar(
+        num_anneal, anneal_fraction=1.0, num_levels=k, lambda_min=1e-3
+    )
     path = np.asarray(_levels_over_time(sched, jnp.arange(256)))
     assert np.all(np.diff(path) >= 0)
     assert np.all(path[num_anneal:] == 1.0)
@@ -493,14 +497,18 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
         keys = jax.random.split(jax.random.PRNGKey(0), 2)
         params = student_t_params(keys[0], d, dt)
         f = student_t_value_and_grad(params)
-        sched = sampler.Schedule(
-            level_schedule.geometric(4, 1e-2).astype(dt),
-            jnp.asarray(num_anneal),
-            jnp.asarray(num_warmup),
+        options = SamplerOptions(adjusted=adjusted)
+        sched = calendar.build_calendar(
+            num_warmup,
+            options,
+            anneal_fraction=num_anneal / num_warmup,
+            num_levels=4,
+            lambda_min=1e-2,
+            dtype=dt,
         )
+        assert int(sched.num_anneal) == num_anneal
         center = jax.random.normal(keys[1], (n, d), dt)
-        state = sampler.init(center, f, sched, 0.5, jnp.ones(d, dt))
-        options = sampler.SamplerOptions(adjusted=adjusted)
+        state = sampler.init(center, f, sched, options, 0.5, jnp.ones(d, dt))
         for t in range(num_warmup + 3):
             new = _sampler_step(jax.random.PRNGKey(t), params, state, options)
             for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state), strict=True):
@@ -508,11 +516,16 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
                 assert a.shape == b.shape and a.dtype == b.dtype
             state = new
             value, grad = _cache_of(params, state)
-            np.testing.assert_allclose(state.logdensity, value, rtol=10 * RTOL[dtype])
             np.testing.assert_allclose(
-                state.logdensity_grad, grad, rtol=10 * RTOL[dtype], atol=RTOL[dtype]
+                state.particles.logdensity, value, rtol=10 * RTOL[dtype]
             )
-        assert state.position.dtype == dt
+            np.testing.assert_allclose(
+                state.particles.logdensity_grad,
+                grad,
+                rtol=10 * RTOL[dtype],
+                atol=RTOL[dtype],
+            )
+        assert state.particles.position.dtype == dt
 
 
 def test_population_inv_mass_keeps_each_coordinate_scale():

@@ -23,6 +23,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC
 from numpyro_dilation import DilationKernel
+from numpyro_dilation import core
 from numpyro_dilation.core.sharding import particle_sharding, shard_particles
 
 
@@ -58,11 +59,11 @@ def max_diff(a, b):
 
 out = {
     "num_devices": jax.device_count(),
-    "position_devices": len(pop_four.position.sharding.device_set),
-    "position_replicated": pop_four.position.sharding.is_fully_replicated,
+    "position_devices": len(pop_four.particles.position.sharding.device_set),
+    "position_replicated": pop_four.particles.position.sharding.is_fully_replicated,
     "draws_devices": len(four.get_samples()["loc"].sharding.device_set),
     "draws_replicated": four.get_samples()["loc"].sharding.is_fully_replicated,
-    "one_device_devices": len(pop_one.position.sharding.device_set),
+    "one_device_devices": len(pop_one.particles.position.sharding.device_set),
     "draws_diff": max_diff(one.get_samples(), four.get_samples()),
     "accept_diff": max_diff(
         one.get_extra_fields()["accept_prob"], four.get_extra_fields()["accept_prob"]
@@ -74,13 +75,17 @@ out = {
     "draws_scale": float(np.max(np.abs(np.asarray(one.get_samples()["loc"])))),
 }
 
-# shard_particles: per-particle leaves split, the others replicated.
+# shard_particles: the particles split, the rest replicated, also the modes,
+# whose leading axis (min(max_modes, n) = 8) has as many entries as particles.
 sharding = particle_sharding(8)
-placed = shard_particles({"x": jnp.zeros((8, 3)), "m": jnp.ones(3)}, sharding, 8)
+fn = jax.value_and_grad(lambda x: -jnp.sum(x**2))
+state = core.init(jnp.zeros((8, 3)), fn, core.build_calendar(10))
+placed = shard_particles(state, sharding)
 out["helper"] = [
-    placed["x"].sharding.is_fully_replicated,
-    placed["m"].sharding.is_fully_replicated,
-    len(placed["x"].sharding.device_set),
+    placed.particles.position.sharding.is_fully_replicated,
+    placed.inv_mass.sharding.is_fully_replicated,
+    placed.modes.log_mass.sharding.is_fully_replicated,
+    len(placed.particles.position.sharding.device_set),
 ]
 out["uneven_is_none"] = particle_sharding(62) is None
 
@@ -148,7 +153,7 @@ def test_population_statistics_span_all_shards(four_devices):
 
 
 def test_shard_particles_helper(four_devices):
-    assert four_devices["helper"] == [False, True, 4]
+    assert four_devices["helper"] == [False, True, True, 4]
     assert four_devices["uneven_is_none"]
 
 

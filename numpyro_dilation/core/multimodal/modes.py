@@ -48,6 +48,7 @@ __all__ = [
     "climb",
     "merge_by_barrier",
     "find_modes",
+    "fit_evaluations",
     "proposal",
     "segment_logsumexp",
     "assign",
@@ -315,6 +316,16 @@ def find_modes(
     peak_logdensity = jnp.where(valid, peak_logdensity, -jnp.inf)
     found = Modes(mixture, mode_of, log_mass, ess, marginals, peaks, peak_logdensity)
     return found, labels
+
+
+def fit_evaluations(num_particles: int, max_modes: int) -> int:
+    """Log-density evaluations of one ``find_modes``: ``K (1 + CLIMB_STEPS)``
+    with their gradients (the climbs) and ``K m`` times ``len(SEGMENT_POINTS)``
+    on the barrier segments, ``K = min(max_modes, n)``, ``m = min(NEIGHBOURS,
+    K - 1)``."""
+    k = min(max_modes, num_particles)
+    m = max(min(NEIGHBOURS, k - 1), 0)
+    return k * (1 + CLIMB_STEPS) + k * m * len(SEGMENT_POINTS)
 
 
 def proposal(modes: Modes, defensive: float = 0.5) -> GaussianMixture:

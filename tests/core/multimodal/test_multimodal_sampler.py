@@ -6,9 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from runs import run_vectorized
 
-from numpyro_dilation import DilationKernel, mode_summary
-from numpyro_dilation.core import sampler
-from numpyro_dilation.core.level_schedule import make_levels
+from numpyro_dilation import DilationKernel, core, mode_summary
 from numpyro_dilation.validation import targets
 
 
@@ -19,21 +17,13 @@ def run_sampler(target, num_particles, num_warmup, num_samples, options, seed=0)
     init = jax.random.uniform(
         jax.random.PRNGKey(seed + 1), (num_particles, target.dim), minval=-2, maxval=2
     )
-    num_anneal = num_warmup // 2
-    schedule = sampler.Schedule(
-        make_levels("geometric", num_anneal // 5, 1e-4),
-        jnp.asarray(num_anneal),
-        jnp.asarray(num_warmup),
-    )
-    state = sampler.init(
-        init, fn, schedule, 0.1, jnp.ones(target.dim), options.max_modes
-    )
+    state = core.init(init, fn, core.build_calendar(num_warmup, options), options)
 
     @jax.jit
     def go(state, key):
         def body(state, key):
-            state, info = sampler.step(key, state, fn, options)
-            return state, (sampler.target_position(state), info)
+            state, info = core.step(key, state, fn, options)
+            return state, (core.target_position(state), info)
 
         keys = jax.random.split(key, num_warmup + num_samples)
         warm, first = jax.lax.scan(body, state, keys[:num_warmup])
@@ -55,8 +45,8 @@ def test_unequal_widths_off_centre_weights_and_frozen_sampling():
     n = 2048
     tolerance = 5 * np.sqrt(0.21 / n)
     for options, expect_right in [
-        (sampler.SamplerOptions(rebalance=False, jump_prob=0.0), False),
-        (sampler.SamplerOptions(), True),
+        (core.SamplerOptions(rebalance=False, jump_prob=0.0), False),
+        (core.SamplerOptions(), True),
     ]:
         warm, final, positions, info = run_sampler(target, n, 200, 100, options)
         share = float(jnp.mean(positions[200:, :, 0] < 0.5))
@@ -66,7 +56,7 @@ def test_unequal_widths_off_centre_weights_and_frozen_sampling():
     assert int(final.modes.num_modes) == 2
     assert bool(info.is_rebalance[199]) and int(jnp.sum(info.is_rebalance)) == 1
     assert 0 < int(jnp.sum(info.is_jump[200:])) < 100
-    assert float(jnp.mean(final.jump_accept_prob)) > 0.1
+    assert float(jnp.mean(final.particles.jump_accept_prob)) > 0.1
     frozen = ("modes", "jump_block", "inv_mass", "step_size")
     same = jax.tree.map(
         np.array_equal,
@@ -79,11 +69,11 @@ def test_unequal_widths_off_centre_weights_and_frozen_sampling():
 def test_a_unimodal_target_is_left_to_the_langevin_steps():
     # One mode: no jump is ever made and the rebalancing iteration moves nothing.
     target = targets.gaussian_mixture(jnp.zeros((1, 3)), 1.0, jnp.ones(1))
-    options = sampler.SamplerOptions()
+    options = core.SamplerOptions()
     warm, final, positions, info = run_sampler(target, 256, 60, 20, options)
     assert int(final.modes.num_modes) == 1
     assert not bool(jnp.any(info.is_jump))
-    assert np.all(np.asarray(final.jump_accept_prob) == 0)
+    assert np.all(np.asarray(final.particles.jump_accept_prob) == 0)
     # The last warmup iteration is the rebalancing: it leaves every particle.
     assert bool(info.is_rebalance[59])
     assert np.array_equal(positions[58], positions[59])
