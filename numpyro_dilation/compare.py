@@ -6,8 +6,9 @@ the same model, data and seed, converts each run to ArviZ and returns a
 
 * ``time_s``: warmup plus sampling, in seconds of wall time, **compilation
   excluded**; ``compile_s``: the time JAX spent tracing, lowering and compiling
-  during the run (the union of its ``/jax/core/compile/*`` monitoring spans),
-  which is reported apart. ``time_s = wall - compile_s``.
+  during the run (the union of its ``/jax/core/compile/*`` monitoring spans,
+  :mod:`numpyro_dilation.compile_timer`), which is reported apart.
+  ``time_s = wall - compile_s``.
 * ``gradients``: gradient evaluations, warmup included. HMC and NUTS: the sum of
   ``num_steps`` (leapfrog steps) over every warmup and sampling draw of every
   chain (the few gradients of the initial step-size search are not counted).
@@ -36,11 +37,11 @@ import arviz as az
 import jax
 import numpy as np
 import pandas as pd
-from jax import monitoring
 from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.mcmc import MCMCKernel
 
 from numpyro_dilation import arviz_compat
+from numpyro_dilation.compile_timer import CompileTimer
 from numpyro_dilation.kernel import DilationKernel
 from numpyro_dilation.validation import targets
 
@@ -53,7 +54,6 @@ __all__ = [
     "flat_draws",
 ]
 
-_COMPILE_EVENTS = "/jax/core/compile/"
 _HMC_FIELDS = (
     "num_steps",
     "potential_energy",
@@ -161,40 +161,6 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-class _CompileTimer:
-    """Seconds JAX spends tracing, lowering and compiling inside the block.
-
-    Sums the union of the time spans of JAX's ``/jax/core/compile/*`` monitoring
-    events, so nested spans (a jit traced inside another) count once.
-    """
-
-    def __enter__(self) -> _CompileTimer:
-        self._spans: list[tuple[float, float]] = []
-        monitoring.register_event_time_span_listener(self._listen)
-        return self
-
-    def _listen(self, event: str, start: float, end: float, **_: Any) -> None:
-        if event.startswith(_COMPILE_EVENTS):
-            self._spans.append((start, end))
-
-    def __exit__(self, *exc: object) -> None:
-        monitoring.unregister_event_time_span_listener(self._listen)
-
-    @property
-    def seconds(self) -> float:
-        total, current_start, current_end = 0.0, None, None
-        for start, end in sorted(self._spans):
-            if current_end is None or start > current_end:
-                if current_end is not None:
-                    total += current_end - current_start
-                current_start, current_end = start, end
-            else:
-                current_end = max(current_end, end)
-        if current_end is not None:
-            total += current_end - current_start
-        return total
-
-
 def default_kernels(
     model: Callable, init_strategy: Callable | None = None
 ) -> dict[str, MCMCKernel]:
@@ -270,7 +236,7 @@ def _run_one(
         f"{run.name}: {run.num_chains} chains x ({run.num_warmup} warmup + "
         f"{run.num_samples} samples)"
     )
-    with _CompileTimer() as timer:
+    with CompileTimer() as timer:
         start = time.perf_counter()
         if counts_steps:
             # Warmup apart, collected, to count its leapfrog steps; with the same

@@ -11,7 +11,6 @@ from numpyro_dilation import DilationKernel, arviz_compat
 from numpyro_dilation.compare import (
     Comparison,
     Run,
-    _CompileTimer,
     _mode_table,
     compare,
 )
@@ -162,16 +161,6 @@ def test_density_plot_refuses_more_than_two_dimensions(tmp_path):
     assert latent_sites(fake) == {"x": (3,)}
     with pytest.raises(ValueError, match="3 latent scalars"):
         plot_density(fake, tmp_path / "d.png")
-
-
-def test_compile_timer_counts_nested_spans_once():
-    timer = _CompileTimer()
-    with timer:
-        pass
-    for start, end in [(0.0, 2.0), (1.0, 1.5), (1.8, 3.0), (5.0, 6.0)]:
-        timer._listen("/jax/core/compile/backend_compile_duration", start, end)
-    timer._listen("/jax/other", 10.0, 20.0)
-    assert timer.seconds == pytest.approx(3.0 + 1.0)
 
 
 def test_bad_arguments_are_named():

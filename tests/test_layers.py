@@ -19,6 +19,7 @@ LAYERS = {
     "validation": 2,
     "arviz_compat": 3,
     "compare": 3,
+    "compile_timer": 3,
     "plots": 3,
     "cli": 3,
 }
