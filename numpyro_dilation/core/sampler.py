@@ -215,6 +215,18 @@ def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
     )
 
 
+def _after_metropolis(particles: Particles, new, info, accept_field: str) -> Particles:
+    """The particles after a Metropolis-Hastings step (Langevin or jump): the
+    new positions and cache, the acceptance probability in ``accept_field``."""
+    return particles._replace(
+        position=new.position,
+        logdensity=new.logdensity,
+        logdensity_grad=new.logdensity_grad,
+        diverging=info.is_divergent,
+        **{accept_field: info.acceptance_rate},
+    )
+
+
 def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
     """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``.
 
@@ -252,13 +264,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
         particles.logdensity_grad,
     )
     return state._replace(
-        particles=particles._replace(
-            position=new.position,
-            logdensity=new.logdensity,
-            logdensity_grad=new.logdensity_grad,
-            accept_prob=info.acceptance_rate,
-            diverging=info.is_divergent,
-        )
+        particles=_after_metropolis(particles, new, info, "accept_prob")
     )
 
 
@@ -287,13 +293,7 @@ def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
     )
     return state._replace(
         jump_block=block,
-        particles=particles._replace(
-            position=new.position,
-            logdensity=new.logdensity,
-            logdensity_grad=new.logdensity_grad,
-            jump_accept_prob=info.acceptance_rate,
-            diverging=info.is_divergent,
-        ),
+        particles=_after_metropolis(particles, new, info, "jump_accept_prob"),
     )
 
 
