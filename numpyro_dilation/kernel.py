@@ -4,7 +4,7 @@ Chains are particles: one MCMC chain per particle, run with
 ``chain_method="vectorized"``; the population shares its step size,
 preconditioner and schedule. The kernel only builds the potential from the model,
 ravels and unravels parameters and presents the population state under the
-field names NumPyro and ArviZ expect (design.md section 4).
+field names NumPyro and ArviZ expect (docs/design.md section 4).
 """
 
 import inspect

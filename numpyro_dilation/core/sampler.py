@@ -1,7 +1,7 @@
 """The annealed population sampler on flat arrays: phases, one step per iteration.
 
 Iteration ``t`` of a run with ``W`` warmup iterations, ``A <= W`` of them
-annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3):
+annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (docs/design.md section 3):
 
 * ``t < A``   anneal: level ``l_t = levels[floor(t K / A)]``; each particle runs
   Langevin steps on the dilated density ``p_l`` around its own centre, step

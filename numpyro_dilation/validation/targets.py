@@ -1,4 +1,4 @@
-"""Reference targets with known answers (design.md section 5).
+"""Reference targets with known answers (docs/design.md section 5).
 
 A flat target is a :class:`Target`: a log density on R^dim, an exact sampler
 and the summaries a sampler must reproduce. The Bayesian models (eight schools,
@@ -115,7 +115,7 @@ def two_unequal_modes(dim: int) -> Target:
 
 
 def asymmetric_mixture(dim: int) -> Target:
-    """Two modes off-centre with unequal widths (design.md section 2).
+    """Two modes off-centre with unequal widths (docs/design.md sections 2 and 5).
 
     On the first coordinate: component 0, light and narrow, N(-2, 0.5^2) with
     weight 0.3; component 1, heavy and wide, N(5, 1.5^2) with weight 0.7. The
@@ -328,7 +328,7 @@ def lgcp_model(coords: Array, counts: Array | None = None) -> None:
 def logistic_regression_data(
     num_obs: int = 20000, dim: int = 50, seed: int = 0
 ) -> tuple[Array, Array]:
-    """Synthetic logistic regression data (design.md section 6 anchor, D = 50).
+    """Synthetic logistic regression data (docs/design.md section 6, D = 50).
 
     X_ij ~ N(0, 1); true weights and intercept drawn from the N(0, 1) priors of
     logistic_regression_model with PRNGKey(seed); y_i ~ Bernoulli(sigmoid(
@@ -355,7 +355,8 @@ def logistic_regression_model(X: Array, y: Array | None = None) -> None:
 def breast_cancer_data() -> tuple[Array, Array]:
     """scikit-learn's bundled breast-cancer data (no download): X (569, 30)
     with standardised columns, float32, and y (569,) int32 (1 = benign).
-    With an intercept, logistic regression on it has d = 31 (design.md s5)."""
+    With an intercept, logistic regression on it has d = 31
+    (docs/design.md section 5)."""
     try:
         from sklearn.datasets import load_breast_cancer
     except ImportError as err:
