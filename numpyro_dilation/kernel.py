@@ -184,7 +184,7 @@ class DilationKernel(MCMCKernel):
     draw for each default field), and holds them twice for a moment at the end
     of a run while it puts chains first. To keep a large population's draws
     small, thin them: ``MCMC(..., thinning=10)`` keeps every tenth draw of every
-    particle (docs/benchmarks-performance.md measures the peak).
+    particle (benchmarks/memory.py measures the peak, see docs/benchmarks.md).
 
     **Example**
 
