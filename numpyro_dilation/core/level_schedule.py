@@ -16,6 +16,7 @@ from jax import Array
 __all__ = ["geometric", "make_levels", "ScheduleLike"]
 
 ScheduleLike = str | Callable[[np.ndarray], np.ndarray] | np.ndarray | list
+"""What :func:`make_levels` accepts as ``schedule``."""
 
 
 def geometric(num_levels: int, lambda_min: float) -> Array:

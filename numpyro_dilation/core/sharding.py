@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 __all__ = ["PARTICLE_AXIS", "particle_sharding", "shard_particles"]
 
 PARTICLE_AXIS = "particles"
+"""Name of the mesh axis the particles are split along."""
 
 
 def particle_sharding(

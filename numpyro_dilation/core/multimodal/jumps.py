@@ -63,6 +63,9 @@ class BlockChoice(NamedTuple):
 
 
 class JumpInfo(NamedTuple):
+    """Per particle: ``min(1, exp(r))`` (0 for a non-finite proposal), whether the
+    jump was accepted, whether it was divergent, whether ``B`` was one coordinate."""
+
     acceptance_rate: Array
     is_accepted: Array
     is_divergent: Array
