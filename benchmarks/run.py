@@ -53,7 +53,7 @@ TARGETS = ("logistic", "eight_schools", "forty_mode", "funnel")
 
 # Particles, DilationKernel (and ceiling) warmup and samples, NUTS (chains,
 # warmup, samples). The logistic regression's gradient is ~1000x the others':
-# it samples 200 iterations (as in design.md section 6), the others 1000.
+# it samples 200 iterations (as in docs/design.md section 6), the others 1000.
 PROFILES = {
     "cpu": dict(particles=1024, warmup=400, samples=1000, nuts=(4, 500, 1000)),
     "gpu": dict(particles=8192, warmup=400, samples=1000, nuts=(4, 500, 1000)),
@@ -69,7 +69,7 @@ def _problem(name: str, small: bool):
     The logistic regression's posterior is correlated (its Hessian is X^T W X):
     DilationKernel estimates a dense preconditioner from its population there,
     as a NumPyro user would ask NUTS for ``dense_mass``; NUTS keeps its default
-    (diagonal), the setting of design.md section 6.
+    (diagonal), the setting of docs/design.md section 6.
     """
     from numpyro_dilation.validation import targets
 

@@ -59,6 +59,8 @@ DEMOS: dict[str, Callable[[], tuple[Callable, tuple, dict[str, Any]]]] = {
     "forty_modes": _forty_modes,
     "eight_schools": _eight_schools,
 }
+"""The models of ``numpyro-dilation demo``: name -> function returning the model,
+its positional arguments and the extra options of ``compare``."""
 
 
 def _log(message: str) -> None:
@@ -175,6 +177,7 @@ def _add_budget_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``numpyro-dilation`` and its commands ``demo`` and ``compare``."""
     parser = argparse.ArgumentParser(
         prog="numpyro-dilation",
         description="Run NUTS and DilationKernel side by side on the same model, "

@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 MIN_WARMUP = 100
+"""Fewer warmup iterations than this draw a ``DilationWarning`` at ``init``."""
 MIN_PARTICLES = 32
 MIN_WINDOW = 10
 ACCEPTANCE_FLOOR = 0.1

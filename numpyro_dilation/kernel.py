@@ -4,7 +4,7 @@ Chains are particles: one MCMC chain per particle, run with
 ``chain_method="vectorized"``; the population shares its step size,
 preconditioner and schedule. The kernel only builds the potential from the model,
 ravels and unravels parameters and presents the population state under the
-field names NumPyro and ArviZ expect (design.md section 4).
+field names NumPyro and ArviZ expect (docs/design.md section 4).
 """
 
 import warnings
@@ -121,17 +121,25 @@ class DilationKernel(MCMCKernel):
     Particles start at Dirac centres and are annealed to the posterior along the
     dilation path ``X_l = c + sqrt(l) (X - c)``, whose score
     ``grad log p_l(y) = l^(-1/2) grad log p(c + (y - c)/sqrt(l))`` is in closed
-    form; they are then tuned at ``l = 1`` and, after warmup, every iteration is
-    one exact MALA step with everything frozen.
+    form; they are then tuned at ``l = 1`` and, by default, at the last warmup
+    iteration the modes of the population are found and their weights corrected
+    (``rebalance=True``). After warmup everything is frozen and each iteration is
+    either one exact MALA step or, with probability ``jump_prob`` (0.5; one coin
+    for the population, drawn independently of the state), an exact
+    Metropolis-Hastings jump from the mixture fitted to the modes (none while a
+    single mode is found). Both leave the posterior invariant, so with
+    ``step="mala"`` the sampling phase targets it exactly (docs/multimodal.md).
 
     Each MCMC chain is one particle: run it with ``num_chains`` particles and
     ``chain_method="vectorized"``.
 
     At the end of warmup the kernel checks the population and raises a
-    ``DilationWarning`` when the acceptance collapsed, many proposals diverged,
-    particles are stuck, or the population is still moving
-    (``numpyro_dilation.diagnostics``); ``check_run(mcmc)`` repeats the checks
-    over the sampling phase.
+    ``DilationWarning`` when the acceptance collapsed, a sticky region holds
+    particles that reject nearly every proposal while the others accept (a region
+    whose scale is far below the rest, such as a funnel's neck, under-sampled at
+    the shared step size), many proposals diverged, particles are stuck, or the
+    population is still moving (``numpyro_dilation.diagnostics``);
+    ``check_run(mcmc)`` repeats the checks over the sampling phase.
 
     :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
     :param potential_fn: ``-log density`` of the parameters; then pass
@@ -185,7 +193,7 @@ class DilationKernel(MCMCKernel):
     draw for each default field), and holds them twice for a moment at the end
     of a run while it puts chains first. To keep a large population's draws
     small, thin them: ``MCMC(..., thinning=10)`` keeps every tenth draw of every
-    particle (docs/benchmarks-performance.md measures the peak).
+    particle (benchmarks/memory.py measures the peak, see docs/benchmarks.md).
 
     **Example**
 

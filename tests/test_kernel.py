@@ -1,5 +1,5 @@
 """DilationKernel as a NumPyro MCMC kernel: correctness on known posteriors and the
-NumPyro/ArviZ contract (design.md section 4)."""
+NumPyro/ArviZ contract (docs/design.md section 4)."""
 
 import arviz as az
 import jax

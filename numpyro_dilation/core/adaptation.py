@@ -39,6 +39,7 @@ class StepSizeState(NamedTuple):
 
 
 def step_size_init(step_size: float) -> StepSizeState:
+    """``log eps_0 = log step_size``, with an empty final window."""
     return StepSizeState(jnp.log(jnp.asarray(step_size, float)), jnp.zeros(()), 0)
 
 

@@ -55,6 +55,7 @@ LAPACK_PRIMITIVES = frozenset(
         "tridiagonal_solve",
     }
 )
+"""The jaxpr primitives that call LAPACK on a CPU (what ``uses_lapack`` looks for)."""
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -57,6 +57,7 @@ class LangevinInfo(NamedTuple):
 
 
 def init(position: Array, logdensity_and_grad_fn: LogDensityAndGrad) -> LangevinState:
+    """The state at ``position``: ``log p`` and ``grad log p`` there (one gradient)."""
     value, grad = logdensity_and_grad_fn(position)
     return LangevinState(position, value, grad)
 

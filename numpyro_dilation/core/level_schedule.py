@@ -1,7 +1,7 @@
 """Schedules of dilation levels ``0 < l_0 <= l_1 <= ... <= l_{K-1} = 1``.
 
 The default is geometric, ``l_k = l_min^(1 - k/(K-1))``: by the scale invariance
-of the path (design.md section 2) a Langevin step of size ``eps * l`` on ``p_l`` is
+of the path (docs/design.md section 2) a Langevin step of size ``eps * l`` on ``p_l`` is
 a step of size ``eps`` on ``p`` in target coordinates, and moving from ``l_k`` to
 ``l_{k+1}`` pulls every particle towards its centre by ``sqrt(l_k / l_{k+1})``;
 a geometric schedule makes that pull the same at every level.
@@ -16,6 +16,7 @@ from jax import Array
 __all__ = ["geometric", "make_levels", "ScheduleLike"]
 
 ScheduleLike = str | Callable[[np.ndarray], np.ndarray] | np.ndarray | list
+"""What :func:`make_levels` accepts as ``schedule``."""
 
 
 def geometric(num_levels: int, lambda_min: float) -> Array:

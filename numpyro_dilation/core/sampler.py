@@ -1,7 +1,7 @@
 """The annealed population sampler on flat arrays: phases, one step per iteration.
 
 Iteration ``t`` of a run with ``W`` warmup iterations, ``A <= W`` of them
-annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (design.md section 3);
+annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (docs/design.md section 3);
 every iteration at which something happens is read from the run's
 ``calendar.Calendar``, which states them all:
 
@@ -101,6 +101,9 @@ class SamplerState(NamedTuple):
 
 
 class SamplerInfo(NamedTuple):
+    """What an iteration did: re-evaluated at a new level, jumped, rebalanced
+    (none of them: a Langevin move)."""
+
     is_rescale: Array
     is_jump: Array
     is_rebalance: Array

@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 PARTICLE_AXIS = "particles"
+"""Name of the mesh axis the particles are split along."""
 
 
 def particle_sharding(

@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 Z_MAX = 5.0
+"""Largest accepted ``|z|`` (two-sided false-alarm probability 5.7e-7)."""
 
 
 def ess(x: np.ndarray) -> float:

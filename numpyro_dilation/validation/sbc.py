@@ -160,6 +160,7 @@ CASES = {
         SBCCase("ordered_mixture", _mixture_simulate, _mixture),
     ]
 }
+"""The stacked models of docs/validation.md, by name."""
 
 
 def simulate_ranks(

@@ -1,4 +1,4 @@
-"""Reference targets with known answers (design.md section 5).
+"""Reference targets with known answers (docs/design.md section 5).
 
 A flat target is a :class:`Target`: a log density on R^dim, an exact sampler
 and the summaries a sampler must reproduce. The Bayesian models (eight schools,
@@ -115,7 +115,7 @@ def two_unequal_modes(dim: int) -> Target:
 
 
 def asymmetric_mixture(dim: int) -> Target:
-    """Two modes off-centre with unequal widths (design.md section 2).
+    """Two modes off-centre with unequal widths (docs/design.md sections 2 and 5).
 
     On the first coordinate: component 0, light and narrow, N(-2, 0.5^2) with
     weight 0.3; component 1, heavy and wide, N(5, 1.5^2) with weight 0.7. The
@@ -134,10 +134,10 @@ def _well_log_density(x1: Array) -> Array:
     return -(x1**4) + 6 * x1**2 + 0.5 * x1
 
 
-# Top of the energy barrier between the wells (the density's local minimum): the
-# middle root of -4x^3 + 12x + 0.5 = 0, i.e. of x^3 - 3x - 1/8 = 0, by the
-# trigonometric formula for three real roots.
 MANY_WELL_BARRIER = 2 * math.cos(math.acos(1 / 16) / 3 - 2 * math.pi / 3)
+"""Top of the energy barrier between the wells (the density's local minimum): the
+middle root of -4x^3 + 12x + 0.5 = 0, i.e. of x^3 - 3x - 1/8 = 0, by the
+trigonometric formula for three real roots."""
 
 # x1 grid for the inverse-CDF sampler; exp(_well_log_density) is below e^-150
 # of its peak outside [-4, 4].
@@ -255,17 +255,19 @@ def as_numpyro_model(target: Target) -> Callable[[], None]:
 
 
 EIGHT_SCHOOLS_Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
+"""The eight schools' estimated treatment effects ``y_j``."""
 EIGHT_SCHOOLS_SIGMA = np.array([15.0, 10.0, 16.0, 11.0, 9.0, 11.0, 10.0, 18.0])
+"""Their standard errors ``sigma_j``."""
 
-# Posterior mean and sd of eight_schools_model's global sites, by 2-D quadrature
-# over (avg_effect, log_stddev) with the school effects integrated out
-# (y_j ~ N(avg_effect, sigma_j^2 + exp(2 log_stddev))). inference-gym's Stan
-# estimates, 5.7598 (+-0.0179) / 5.4654 and 2.4533 (+-0.0019) / 0.5147, agree
-# within 2.2 and 1.4 of their Monte Carlo standard errors.
 EIGHT_SCHOOLS_REFERENCE = {
     "avg_effect": {"mean": 5.7990, "sd": 5.4472},
     "log_stddev": {"mean": 2.4506, "sd": 0.5128},
 }
+"""Posterior mean and sd of eight_schools_model's global sites, by 2-D quadrature
+over (avg_effect, log_stddev) with the school effects integrated out
+(y_j ~ N(avg_effect, sigma_j^2 + exp(2 log_stddev))). inference-gym's Stan
+estimates, 5.7598 (+-0.0179) / 5.4654 and 2.4533 (+-0.0019) / 0.5147, agree
+within 2.2 and 1.4 of their Monte Carlo standard errors."""
 
 
 def eight_schools_model(
@@ -328,7 +330,7 @@ def lgcp_model(coords: Array, counts: Array | None = None) -> None:
 def logistic_regression_data(
     num_obs: int = 20000, dim: int = 50, seed: int = 0
 ) -> tuple[Array, Array]:
-    """Synthetic logistic regression data (design.md section 6 anchor, D = 50).
+    """Synthetic logistic regression data (docs/design.md section 6, D = 50).
 
     X_ij ~ N(0, 1); true weights and intercept drawn from the N(0, 1) priors of
     logistic_regression_model with PRNGKey(seed); y_i ~ Bernoulli(sigmoid(
@@ -355,7 +357,8 @@ def logistic_regression_model(X: Array, y: Array | None = None) -> None:
 def breast_cancer_data() -> tuple[Array, Array]:
     """scikit-learn's bundled breast-cancer data (no download): X (569, 30)
     with standardised columns, float32, and y (569,) int32 (1 = benign).
-    With an intercept, logistic regression on it has d = 31 (design.md s5)."""
+    With an intercept, logistic regression on it has d = 31
+    (docs/design.md section 5)."""
     try:
         from sklearn.datasets import load_breast_cancer
     except ImportError as err:
@@ -368,11 +371,11 @@ def breast_cancer_data() -> tuple[Array, Array]:
     return jnp.asarray(X, dtype=jnp.float32), jnp.asarray(y, dtype=jnp.int32)
 
 
-# modes_found counts a mode when it holds more than 0.05% of the samples: below
-# the lightest weight of every mixture here (1/820 = 0.12% for the unequal
-# 40-mode mixture) and above one stray sample in 2000 that crosses a Voronoi
-# boundary from a neighbouring mode.
 MIN_MODE_SHARE = 5e-4
+"""modes_found counts a mode when it holds more than 0.05% of the samples: below
+the lightest weight of every mixture here (1/820 = 0.12% for the unequal
+40-mode mixture) and above one stray sample in 2000 that crosses a Voronoi
+boundary from a neighbouring mode."""
 
 
 def nearest_mode(samples: Array, means: Array) -> Array:

@@ -1,11 +1,11 @@
 """Exact inter-mode jumps: Metropolis-Hastings with a frozen mixture proposal.
 
-The proposal ``q`` is frozen from the population at the end of warmup: a
-diagonal Gaussian mixture over its modes (``modes.proposal``) and a 1-D mixture
-per coordinate (``Modes.marginals``). A jump replaces a block ``B`` of
-coordinates by a fresh draw ``x'_B ~ q_B``: with probability
-``coordinate_prob`` one coordinate chosen uniformly, drawn from its 1-D
-mixture, else all of them, drawn from the joint mixture (an independence
+The proposal ``q`` is built from the modes of the population (refitted while
+tuning, frozen at the end of warmup): a diagonal Gaussian mixture over the modes
+(``modes.proposal``) and a 1-D mixture per coordinate (``Modes.marginals``). A
+jump replaces a block ``B`` of coordinates by a fresh draw ``x'_B ~ q_B``: with
+probability ``coordinate_prob`` one coordinate chosen uniformly, drawn from its
+1-D mixture, else all of them, drawn from the joint mixture (an independence
 proposal). ``B`` is drawn independently of the state, so the proposal
 ``x'_B ~ q_B``, ``x'_{-B} = x_{-B}`` has the Metropolis-Hastings ratio
 (Tierney 1994; a Metropolis-within-Gibbs step when ``B`` is one coordinate)
@@ -63,6 +63,9 @@ class BlockChoice(NamedTuple):
 
 
 class JumpInfo(NamedTuple):
+    """Per particle: ``min(1, exp(r))`` (0 for a non-finite proposal), whether the
+    jump was accepted, whether it was divergent, whether ``B`` was one coordinate."""
+
     acceptance_rate: Array
     is_accepted: Array
     is_divergent: Array

@@ -1,7 +1,7 @@
 """Mode-weight correction: importance estimates of mode masses, then resampling.
 
 The annealed particles sit in the right modes with the right shape inside each
-mode, but in the wrong proportions (design.md section 2). With the modes ``M``
+mode, but in the wrong proportions (docs/design.md section 2). With the modes ``M``
 of the population (``modes.find_modes``) and the proposal ``q`` built from
 them (``modes.proposal``), ``n`` fresh draws ``x_i ~ q`` give the mass of
 each mode (the normalising constant of ``p`` restricted to it):
