@@ -14,6 +14,8 @@ from numpyro_dilation.compare import (
     _mode_table,
     compare,
 )
+from numpyro_dilation.core import calendar
+from numpyro_dilation.core.multimodal import modes
 from numpyro_dilation.plots import latent_sites, plot_density, write_figures
 from numpyro_dilation.validation import targets
 
@@ -74,8 +76,12 @@ def test_diagnostics_match_arviz_summary(comparison, name):
 
 def test_gradient_counts(comparison):
     table = comparison.table
-    # DilationKernel: one gradient per particle per iteration, warmup included.
-    assert table.loc["DilationKernel", "gradients"] == 64 * (100 + 100)
+    # DilationKernel: one gradient per particle per iteration, warmup included,
+    # plus those of its mode fits (six at num_warmup=100: docs/calendar.md).
+    fits = calendar.mode_fit_iterations(calendar.build_calendar(100))
+    assert fits.size == 6
+    expected = 64 * (100 + 100) + fits.size * modes.fit_evaluations(64, 64)
+    assert table.loc["DilationKernel", "gradients"] == expected
     # NUTS: its sampling leapfrog steps are in the ArviZ sample stats; the warmup
     # adds at least one step per warmup iteration and chain.
     sampling_steps = int(comparison.idata["NUTS"].sample_stats["n_steps"].sum())
