@@ -18,6 +18,9 @@ the same model, data and seed, converts each run to ArviZ and returns a
   ESS and the largest R-hat over every scalar of the posterior
   (``arviz.ess(method="bulk"/"tail")``, ``arviz.rhat``; NaN entries, e.g. of a
   constant, are skipped). DilationKernel's chains are its particles.
+* ``rhat_nested_max``: the largest nested R-hat (``numpyro_dilation.nested_rhat``:
+  particles grouped into up to 16 superchains by where they started; NUTS's
+  chains one superchain each). With many short chains, read this one.
 * ``ess_per_s = ess_bulk_min / time_s``, ``ess_per_grad = ess_bulk_min / gradients``.
 * ``divergences``: divergent transitions among the post-warmup draws.
 * with ``mode_means``: ``modes_found`` and, with ``mode_weights`` too,
@@ -40,7 +43,7 @@ import pandas as pd
 from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.mcmc import MCMCKernel
 
-from numpyro_dilation import arviz_compat
+from numpyro_dilation import arviz_compat, nested_rhat
 from numpyro_dilation.compile_timer import CompileTimer
 from numpyro_dilation.kernel import DilationKernel
 from numpyro_dilation.validation import targets
@@ -207,6 +210,14 @@ def _as_runs(
     return runs
 
 
+def _num_superchains(num_chains: int) -> int:
+    """The most superchains, up to ``nested_rhat.DEFAULT_SUPERCHAINS``, that
+    divide ``num_chains`` (1 when only 1 does: nested R-hat is then NaN)."""
+    return max(
+        k for k in range(1, nested_rhat.DEFAULT_SUPERCHAINS + 1) if num_chains % k == 0
+    )
+
+
 def _check_count(name: str, value: int, minimum: int) -> None:
     if int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
@@ -274,6 +285,9 @@ def _run_one(
         "time_s": wall - compile_s,
         "compile_s": compile_s,
         "gradients": gradients,
+        "rhat_nested_max": nested_rhat.max_rhat_nested(
+            mcmc, _num_superchains(run.num_chains)
+        ),
     }
 
 

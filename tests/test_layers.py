@@ -16,6 +16,7 @@ LAYERS = {
     "kernel": 1,
     "diagnostics": 1,
     "mode_report": 1,
+    "nested_rhat": 3,
     "validation": 2,
     "arviz_compat": 3,
     "compare": 3,
