@@ -7,7 +7,6 @@ ravels and unravels parameters and presents the population state under the
 field names NumPyro and ArviZ expect (docs/design.md section 4).
 """
 
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -40,7 +39,8 @@ class DilationAdaptState(NamedTuple):
 class DilationState(NamedTuple):
     """State of the vectorized chains; the fields of ``PER_CHAIN`` have a chain axis.
 
-    - **i**: iteration counter (MCMC never resets it; it decides the phase).
+    - **i**: MCMC's iteration counter (never reset): ``init`` has already run
+      the warmup, so the first ``num_warmup`` iterations leave the state as is.
     - **z**: unconstrained sample (target space), a pytree like ``init_params``.
     - **potential_energy**: ``-log p(z)`` (up to a constant).
     - **accept_prob**: MALA acceptance probability of the last move.
@@ -51,9 +51,8 @@ class DilationState(NamedTuple):
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **sampler_state**: the pure-JAX population state.
-    - **warmup_reference**: positions and acceptance sums kept for the
-      end-of-warmup checks (``diagnostics.monitor``).
-    - **rng_key**: one key for the population.
+    - **rng_key**: the chains' keys; the first is the population's (a single
+      key when MCMC hands one back to continue a run).
     """
 
     i: Array
@@ -65,7 +64,6 @@ class DilationState(NamedTuple):
     jump_accept_prob: Array
     adapt_state: DilationAdaptState
     sampler_state: sampler.SamplerState
-    warmup_reference: diagnostics.WarmupReference
     rng_key: Array
 
 
@@ -79,6 +77,23 @@ PER_CHAIN = (
     "jump_accept_prob",
     "adapt_state",
 )
+
+
+def _is_concrete(value: Any) -> bool:
+    """Not a tracer: a hyperparameter that can be checked now (under ``jax.jit``
+    a traced one is checked by nothing, as NumPyro's kernels do)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _population_key(rng_key: Array) -> Array:
+    """The population's key: the first of the chains' keys, or the one key
+    MCMC hands back when a run continues (``numpyro.infer.mcmc`` takes
+    ``rng_key[0]`` for ensemble kernels)."""
+    return rng_key if is_prng_key(rng_key) else rng_key[0]
+
+
+def _with_population_key(rng_key: Array, population_key: Array) -> Array:
+    return population_key if is_prng_key(rng_key) else rng_key.at[0].set(population_key)
 
 
 def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
@@ -188,6 +203,16 @@ class DilationKernel(MCMCKernel):
         more than one device and ``num_chains`` is a multiple of their number;
         ``True``: always (an error otherwise); ``False``: never.
 
+    **Warmup.** ``init`` runs the whole warmup (the calendar of
+    ``numpyro_dilation.core.calendar``) as one program compiled on its own,
+    then checks the population and issues its ``DilationWarning`` from the
+    user's ``mcmc.run``; the program of the sampling phase holds only the
+    sampling moves. The first ``num_warmup`` iterations of MCMC's own loop then
+    leave the state as it is: the progress bar passes over them at once, and
+    ``MCMC.warmup(..., collect_warmup=True)`` collects the post-warmup state
+    ``num_warmup`` times. ``mcmc.run(key)`` draws the same as
+    ``mcmc.warmup(key)`` then ``mcmc.run(mcmc.post_warmup_state.rng_key)``.
+
     **Memory.** The state is a few ``num_chains x d`` arrays. ``MCMC`` keeps
     ``num_chains x num_samples / thinning`` draws (plus one value per chain per
     draw for each default field), and holds them twice for a moment at the end
@@ -235,14 +260,14 @@ class DilationKernel(MCMCKernel):
             )
         if step not in ("mala", "ula"):
             raise ValueError(f"step must be 'mala' or 'ula', got {step!r}.")
-        if not np.isfinite(step_size) or step_size <= 0:
+        if _is_concrete(step_size) and not (np.isfinite(step_size) and step_size > 0):
             raise ValueError(
                 f"step_size must be a positive number, got {step_size}; "
                 "it is the initial Langevin step (default 0.1)."
             )
         if target_accept_prob is None:
             target_accept_prob = 0.574 if step == "mala" else 0.9
-        if not 0.0 < target_accept_prob < 1.0:
+        if _is_concrete(target_accept_prob) and not 0.0 < target_accept_prob < 1.0:
             raise ValueError(
                 f"target_accept_prob must be in (0, 1), got {target_accept_prob}."
             )
@@ -260,13 +285,21 @@ class DilationKernel(MCMCKernel):
             )
         if int(max_modes) != max_modes or max_modes < 1:
             raise ValueError(f"max_modes must be a positive integer, got {max_modes}.")
+        if not isinstance(dense_mass, bool | np.bool_):
+            raise ValueError(
+                f"dense_mass must be True or False, got {dense_mass!r}. NumPyro's "
+                "structured form (a list of tuples of sites) is not supported: the "
+                "preconditioner is estimated from the population, diagonal or "
+                "dense over every latent site; pass dense_mass=True for a dense "
+                "one (it needs num_chains well above the dimension)."
+            )
         if isinstance(center, str) and center not in ("init", "shared"):
             raise ValueError(
                 f"center={center!r} is not known: use 'init', 'shared' or an array."
             )
         self._model = model
         self._potential_fn = potential_fn
-        self._step_size = float(step_size)
+        self._step_size = step_size
         self._schedule = schedule
         self._lambda_min = lambda_min
         self._num_levels = num_levels
@@ -274,14 +307,14 @@ class DilationKernel(MCMCKernel):
         self._center = center
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
-        self._dense_mass = dense_mass
+        self._dense_mass = bool(dense_mass)
         self._shard = shard_particles
         self._options = SamplerOptions(
             adjusted=step == "mala",
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
             adapt_inv_mass=adapt_mass_matrix,
-            dense_mass=dense_mass,
+            dense_mass=bool(dense_mass),
             rebalance=bool(rebalance),
             jump_prob=float(jump_prob),
             max_modes=int(max_modes),
@@ -353,10 +386,12 @@ class DilationKernel(MCMCKernel):
             self._potential_fn_gen = info.potential_fn
             self._postprocess_fn_gen = info.postprocess_fn
             if not jax.tree.leaves(info.param_info.z):
-                raise ValueError(
+                diagnostics.warn(
                     "The model has no latent sample site: there is nothing to "
-                    "sample. Every site is observed or deterministic."
+                    "sample (every site is observed or deterministic); the draws "
+                    "hold its deterministic sites only, as NUTS's do."
                 )
+                return {}
             if init_params is None:
                 init_params = info.param_info.z
         elif init_params is None:
@@ -413,17 +448,19 @@ class DilationKernel(MCMCKernel):
             )
         keys = rng_key
         if num_warmup < diagnostics.MIN_WARMUP:
-            warnings.warn(
+            diagnostics.warn(
                 f"num_warmup={num_warmup} is too short for DilationKernel to anneal "
                 "the particles and adapt the step size and preconditioner, and for "
                 "the end-of-warmup checks: raise num_warmup to at least "
-                f"{diagnostics.MIN_WARMUP} (500 is typical).",
-                diagnostics.DilationWarning,
-                stacklevel=2,
+                f"{diagnostics.MIN_WARMUP} (500 is typical)."
             )
         init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
-        flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
-        self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
+        if jax.tree.leaves(init_params):
+            flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
+            first = jax.tree.map(lambda x: x[0], init_params)
+        else:  # a model without latent sites: zero dimensions
+            flat, first = jnp.zeros((keys.shape[0], 0)), {}
+        self._unravel_fn = ravel_pytree(first)[1]
         if not jnp.issubdtype(flat.dtype, jnp.floating):
             flat = flat.astype(jnp.result_type(float))
         self._sequential = (
@@ -447,7 +484,8 @@ class DilationKernel(MCMCKernel):
         pop = sampler.init(
             center, logdensity_and_grad, self._calendar, self._options, self._step_size
         )
-        if not bool(jnp.all(jnp.isfinite(pop.particles.logdensity))):
+        traced = isinstance(pop.particles.logdensity, jax.core.Tracer)
+        if not traced and not bool(jnp.all(jnp.isfinite(pop.particles.logdensity))):
             logdensity = np.asarray(pop.particles.logdensity)
             idx = np.flatnonzero(~np.isfinite(logdensity))[:10]
             raise ValueError(
@@ -455,16 +493,42 @@ class DilationKernel(MCMCKernel):
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        sharding = self._particle_sharding(center.shape[0])
+        sharding = None if traced else self._particle_sharding(center.shape[0])
         if sharding is not None:
             pop = shard_particles(pop, sharding)
-        state = self._view(pop, diagnostics.init_reference(pop), keys[0])
+        pop, reference, key = self._warm_up(
+            pop, keys[0], num_warmup, model_args, model_kwargs
+        )
+        diagnostics.warn_end_of_warmup(pop, reference)
+        state = self._view(pop, jnp.zeros(center.shape[0], int), keys.at[0].set(key))
         if sharding is None:
             return state
-        per_chain = split({name: getattr(state, name) for name in PER_CHAIN}, sharding)
         return state._replace(
-            warmup_reference=split(state.warmup_reference, sharding), **per_chain
+            **split({name: getattr(state, name) for name in PER_CHAIN}, sharding)
         )
+
+    def _warm_up(self, pop, key, num_warmup, model_args, model_kwargs):
+        """The ``num_warmup`` warmup iterations, compiled on their own: the
+        program of the sampling phase (``sample``) holds none of their work.
+
+        Returns the population after warmup, the end-of-warmup check's
+        statistics and the population's key, advanced as ``sample`` advances
+        it (one split per iteration: the same draws as one iteration at a time).
+        """
+
+        def run(pop, key):
+            fn = self._logdensity_and_grad(model_args, model_kwargs)
+
+            def body(_, carry):
+                pop, reference, key = carry
+                key, step_key = jax.random.split(key)
+                pop, _ = sampler.step(step_key, pop, fn, self._options)
+                return pop, diagnostics.track(pop, reference), key
+
+            start = (pop, diagnostics.init_reference(pop), key)
+            return jax.lax.fori_loop(0, num_warmup, body, start)
+
+        return jax.jit(run)(pop, key)
 
     def num_evaluations(self, num_iterations: int) -> int:
         """Log-density (and gradient) evaluations of the population in its
@@ -488,20 +552,17 @@ class DilationKernel(MCMCKernel):
             )
             if self._shard:
                 raise ValueError(message + " (shard_particles=True).")
-            warnings.warn(message + "; running on one device.", stacklevel=3)
+            diagnostics.warn(message + "; running on one device.", UserWarning)
         return sharding
 
     def _view(
-        self,
-        pop: sampler.SamplerState,
-        reference: diagnostics.WarmupReference,
-        rng_key: Array,
+        self, pop: sampler.SamplerState, i: Array, rng_key: Array
     ) -> DilationState:
         n = pop.particles.position.shape[0]
         x = sampler.target_position(pop)
         step_size = jnp.exp(pop.step_size.log_step_size)
         return DilationState(
-            i=jnp.full(n, pop.iteration),
+            i=i,
             z=jax.vmap(self._unravel_fn)(x),
             potential_energy=sampler.target_potential(pop),
             accept_prob=pop.particles.accept_prob,
@@ -510,17 +571,27 @@ class DilationKernel(MCMCKernel):
             jump_accept_prob=pop.particles.jump_accept_prob,
             adapt_state=DilationAdaptState(jnp.full(n, step_size, x.dtype)),
             sampler_state=pop,
-            warmup_reference=reference,
             rng_key=rng_key,
         )
 
     def sample(
         self, state: DilationState, model_args: tuple, model_kwargs: dict
     ) -> DilationState:
-        logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs or {})
-        rng_key, key = jax.random.split(state.rng_key)
-        pop, _ = sampler.step(
-            key, state.sampler_state, logdensity_and_grad, self._options
-        )
-        reference = diagnostics.monitor(pop, state.warmup_reference)
-        return self._view(pop, reference, rng_key)
+        """One MCMC iteration. ``init`` ran the warmup, so while MCMC counts its
+        warmup iterations (``i < num_warmup``) nothing moves; after, one
+        sampling iteration of the population (``sampler.sample_step``)."""
+
+        def wait(state):
+            return state._replace(i=state.i + 1)
+
+        def move(state):
+            fn = self._logdensity_and_grad(model_args, model_kwargs or {})
+            population_key = _population_key(state.rng_key)
+            population_key, key = jax.random.split(population_key)
+            pop, _ = sampler.sample_step(key, state.sampler_state, fn, self._options)
+            return self._view(
+                pop, state.i + 1, _with_population_key(state.rng_key, population_key)
+            )
+
+        num_warmup = state.sampler_state.calendar.num_warmup
+        return jax.lax.cond(state.i[0] < num_warmup, wait, move, state)

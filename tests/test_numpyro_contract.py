@@ -10,7 +10,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC
 
-from numpyro_dilation import DilationKernel
+from numpyro_dilation import DilationKernel, DilationWarning
 
 
 def normal_mean_model(y):
@@ -167,12 +167,83 @@ def test_bad_schedule(schedule, match):
         mcmc.run(jax.random.PRNGKey(0), jnp.ones(3))
 
 
-def test_model_without_latent_site():
-    def model(y):
+def test_models_without_latent_dimensions_run_as_with_nuts():
+    # As NUTS: no latent site gives no draws (with a warning that says so), only
+    # deterministic sites gives their values, a site whose unconstrained space
+    # is empty (a Dirichlet of one category) gives its one value.
+    def observed_only(y):
         numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
 
-    with pytest.raises(ValueError, match="no latent sample site"):
-        mcmc_for(DilationKernel(model)).run(jax.random.PRNGKey(0), jnp.ones(3))
+    def deterministic_only():
+        numpyro.deterministic("c", jnp.arange(2.0))
+
+    def empty_site():
+        numpyro.sample("x", dist.Dirichlet(jnp.ones(1)))
+
+    mcmc = mcmc_for(DilationKernel(observed_only))
+    with pytest.warns(DilationWarning, match="no latent sample site"):
+        mcmc.run(jax.random.PRNGKey(0), jnp.ones(3))
+    assert mcmc.get_samples() == {}
+    mcmc = mcmc_for(DilationKernel(deterministic_only))
+    with pytest.warns(DilationWarning, match="no latent sample site"):
+        mcmc.run(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(
+        mcmc.get_samples()["c"], np.tile([0.0, 1.0], (1280, 1))
+    )
+    mcmc = mcmc_for(DilationKernel(empty_site), num_warmup=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DilationWarning)
+        mcmc.run(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(mcmc.get_samples()["x"], 1.0)
+    mcmc.print_summary()
+
+
+def test_structured_dense_mass_is_refused():
+    with pytest.raises(ValueError, match="structured form"):
+        DilationKernel(normal_mean_model, dense_mass=[("mu",)])
+
+
+def test_run_under_jit_matches_the_eager_run():
+    # The same program but for float rounding across compilations: draws of
+    # N(1.25, 0.5^2) agree to 1e-3 unless an accept/reject decision flips,
+    # which needs a uniform within ~1e-6 of an acceptance ratio.
+    y = jnp.array([1.0, 2.0, 0.5, 1.5])
+
+    def draws(key, y, step_size):
+        mcmc = mcmc_for(DilationKernel(normal_mean_model, step_size=step_size))
+        mcmc.run(key, y)
+        return mcmc.get_samples()["mu"]
+
+    eager = draws(jax.random.PRNGKey(0), y, 0.1)
+    jitted = jax.jit(draws)(jax.random.PRNGKey(0), y, 0.1)  # step_size traced
+    np.testing.assert_allclose(jitted, eager, atol=1e-3)
+
+
+def test_init_under_vmap_matches_init():
+    y = jnp.ones(3)
+    keys = jax.random.split(jax.random.PRNGKey(0), 128).reshape(2, 64, 2)
+
+    def init(keys):
+        return DilationKernel(normal_mean_model).init(keys, 60, model_args=(y,)).z
+
+    batched = jax.vmap(init)(keys)["mu"]
+    assert batched.shape == (2, 64)
+    np.testing.assert_allclose(batched[1], init(keys[1])["mu"], atol=1e-3)
+
+
+@pytest.mark.parametrize("collect", ["post_warmup_state", "last_state"])
+def test_warmup_then_run_gives_the_one_shot_draws(collect):
+    # NumPyro's contract: run(k) == warmup(k) then run(state.rng_key); MCMC
+    # hands an ensemble kernel rng_key[0] of the state's keys to continue.
+    y = jnp.array([1.0, 2.0, 0.5, 1.5])
+    one_shot = mcmc_for(DilationKernel(normal_mean_model))
+    one_shot.run(jax.random.PRNGKey(0), y)
+    split = mcmc_for(DilationKernel(normal_mean_model))
+    split.warmup(jax.random.PRNGKey(0), y)
+    split.run(getattr(split, collect).rng_key, y)
+    np.testing.assert_allclose(
+        split.get_samples()["mu"], one_shot.get_samples()["mu"], atol=1e-5
+    )
 
 
 def test_potential_fn_needs_init_params_with_chain_axis():
@@ -219,17 +290,22 @@ def test_schedules_and_centres(options):
 
 
 def test_particles_start_at_their_centres():
-    # Before the first step every particle sits at its Dirac centre; with
-    # center="shared" that is one point, the mean of the initial points. After a
-    # step at l_min = 1e-6 the path positions y = c + sqrt(l) (x - c) are still
-    # within sqrt(l_min) |x - c| ~ 1e-3 of it.
-    kernel = DilationKernel(normal_mean_model, center="shared", lambda_min=1e-6)
+    # Every particle starts at its Dirac centre; with center="shared" that is
+    # one point, the mean of the initial points. After one warmup step at
+    # l_min = 1e-6 the path positions y = c + sqrt(l) (x - c) are still within
+    # sqrt(l_min) |x - c| ~ 1e-3 of it.
+    kernel = DilationKernel(
+        normal_mean_model,
+        center="shared",
+        lambda_min=1e-6,
+        anneal_fraction=1.0,
+        num_levels=2,
+    )
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
     y = jnp.ones(3)
-    state = kernel.init(keys, 100, model_args=(y,))
-    mu = np.asarray(state.z["mu"])
-    np.testing.assert_allclose(mu, mu.mean(), atol=1e-6)
-    state = kernel.sample(state, (y,), {})
+    state = kernel.init(keys, 1, model_args=(y,))
+    center = np.asarray(state.sampler_state.particles.center)
+    np.testing.assert_allclose(center, center.mean(), atol=1e-6)
     assert float(state.dilation_level[0]) == pytest.approx(1e-6)
     path = np.asarray(state.sampler_state.particles.position)
     assert np.ptp(path) < 1e-2 < np.ptp(np.asarray(state.z["mu"]))

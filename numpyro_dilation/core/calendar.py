@@ -17,7 +17,7 @@ of them annealing, ``T = W - A`` tuning at ``l = 1`` and ``K`` levels:
   (back to back with the last periodic fit when that falls at ``W - 2``);
 * step size: adapted from ``t = 0`` to ``W - 1``; its log is averaged over the
   final window ``t >= W - max(floor(T / 4), 1)`` and frozen at that mean;
-* end-of-warmup check (``diagnostics.monitor``): over the last
+* end-of-warmup check (``diagnostics.track``): over the last
   ``k = floor(T / 2)`` warmup iterations, ``W - k <= t < W``.
 
 ``mode_fit_iterations`` lists the fits of a calendar; at ``W = 500`` (defaults)

@@ -66,6 +66,7 @@ __all__ = [
     "SamplerInfo",
     "init",
     "step",
+    "sample_step",
     "target_position",
     "target_potential",
     "num_evaluations",
@@ -371,6 +372,13 @@ def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> Sample
     return state._replace(step_size=step_size, inv_mass=inv_mass)
 
 
+def _multimodal(state: SamplerState, options: SamplerOptions) -> tuple[bool, bool]:
+    """Static: jumps on, rebalancing on; neither for a target without
+    dimensions (a model whose latent sites are empty), which has no modes."""
+    has_dims = state.particles.position.shape[-1] > 0
+    return options.jump_prob > 0 and has_dims, options.rebalance and has_dims
+
+
 def step(
     key: Array,
     state: SamplerState,
@@ -384,8 +392,8 @@ def step(
     lam = calendar.level_at(run_calendar, t)
     tuning = calendar.is_tuning(run_calendar, t)
     is_rebalance = calendar.is_rebalance(run_calendar, t)
-    jumping = options.jump_prob > 0
-    if jumping or options.rebalance:
+    jumping, rebalancing = _multimodal(state, options)
+    if jumping or rebalancing:
         state = jax.lax.cond(
             calendar.is_mode_fit(run_calendar, t),
             lambda s: s._replace(
@@ -408,7 +416,7 @@ def step(
         lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
         lambda s: (
             _rebalance(key_move, s, logdensity_and_grad_fn, options)
-            if options.rebalance
+            if rebalancing
             else s
         ),
     ]
@@ -423,3 +431,36 @@ def step(
         )
     info = SamplerInfo(branch == 1, branch == 2, branch == 3)
     return state._replace(iteration=t + 1), info
+
+
+def sample_step(
+    key: Array,
+    state: SamplerState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    options: SamplerOptions,
+) -> tuple[SamplerState, SamplerInfo]:
+    """One sampling iteration (``t >= W``, everything frozen, ``l = 1``): a
+    Langevin move or, with probability ``jump_prob`` once several modes were
+    found, a jump. The same draws as ``step`` there, with none of warmup's work
+    (mode fits, rebalancing, adaptation, stragglers) in the compiled program."""
+    key_move, _, key_coin = jax.random.split(key, 3)
+    jumping, _ = _multimodal(state, options)
+
+    def move(s):
+        return _move(key_move, s, s.lam, logdensity_and_grad_fn, options.adjusted)
+
+    if jumping:
+        is_jump = (state.modes.num_modes > 1) & (
+            jax.random.uniform(key_coin) < options.jump_prob
+        )
+        state = jax.lax.cond(
+            is_jump,
+            lambda s: _jump(key_move, s, logdensity_and_grad_fn),
+            move,
+            state,
+        )
+    else:
+        is_jump = jnp.zeros((), bool)
+        state = move(state)
+    info = SamplerInfo(jnp.zeros((), bool), is_jump, jnp.zeros((), bool))
+    return state._replace(iteration=state.iteration + 1), info
