@@ -278,13 +278,15 @@ def test_bad_center_shape_and_non_finite_start():
     ],
 )
 def test_schedules_and_centres(options):
-    # Warmup visits the levels in order, starting from the first one, and every
-    # option still samples the posterior: mean within 0.25 (5 se, see above).
+    # The run's levels are in order, from the first one to 1 (the sampler
+    # visits them in the calendar's order: tests/core/test_calendar.py), and
+    # every option still samples the posterior: mean within 0.25 (5 se, above).
     y = jnp.array([1.0, 2.0, 0.5, 1.5])
     mcmc = mcmc_for(DilationKernel(normal_mean_model, **options), num_warmup=100)
-    mcmc.warmup(jax.random.PRNGKey(0), y, collect_warmup=True)
-    levels = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["dilation_level"][0])
+    mcmc.warmup(jax.random.PRNGKey(0), y)
+    levels = np.asarray(mcmc.post_warmup_state.sampler_state.calendar.levels)
     assert np.all(np.diff(levels) >= 0) and levels[-1] == 1.0 and levels[0] < 0.05
+    assert np.all(np.asarray(mcmc.post_warmup_state.dilation_level) == 1.0)
     mcmc.run(jax.random.PRNGKey(1), y)
     assert abs(float(mcmc.get_samples()["mu"].mean()) - posterior_mean(y)) < 0.25
 
