@@ -2,7 +2,7 @@
 
 Runs :func:`numpyro_dilation.compare.compare` (same seed, same warmup and
 draws per chain; NUTS 4 chains, DilationKernel 1024 particles) on each target
-of ``numpyro_dilation.targets`` and writes
+of ``numpyro_dilation.validation.targets`` and writes
 
 * ``benchmarks/results/compare_nuts.md``: the cost table and the accuracy
   table against the known answers (included by docs/benchmarks.md);
@@ -30,8 +30,9 @@ import numpyro.distributions as dist
 import pandas as pd
 from numpyro.infer.initialization import init_to_uniform
 
-from numpyro_dilation import plots, targets
+from numpyro_dilation import plots
 from numpyro_dilation.compare import Comparison, compare
+from numpyro_dilation.validation import targets
 
 ROOT = Path(__file__).resolve().parent.parent
 COST_COLUMNS = [

@@ -8,7 +8,7 @@ have passed, and the files are rewritten after every step, so a cut-off run
 still returns what it measured:
 
 1. the logistic regression (N=20000, D=50): NUTS (4 chains, 500 + 1000
-   iterations, as in design.md section 6), DilationKernel and the raw-JAX
+   iterations, as in docs/design.md section 6), DilationKernel and the raw-JAX
    ceiling (8192 particles, 400 + 200 iterations), 3 repeats (benchmarks/run.py);
 2. eight schools, the funnel, the 40-mode mixture (1000 samples);
 3. memory: 8192 particles x 1000 iterations x d=100, all draws kept and

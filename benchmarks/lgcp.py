@@ -35,7 +35,8 @@ def _run(kind: str, seed: int, particles: int, warmup: int, samples: int) -> dic
     from numpyro.diagnostics import effective_sample_size
     from numpyro.infer import MCMC, NUTS
 
-    from numpyro_dilation import DilationKernel, targets
+    from numpyro_dilation import DilationKernel
+    from numpyro_dilation.validation import targets
 
     coords, counts = targets.lgcp_data(10)
     if kind == "dilation":

@@ -37,7 +37,9 @@ import numpy as np
 import numpyro
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_dilation import DilationKernel, modes, targets
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.core.multimodal import modes
+from numpyro_dilation.validation import targets
 
 CASES = ("forty_modes", "two_modes", "many_well", "asymmetric", "unimodal", "cost")
 
@@ -326,17 +328,16 @@ def cost(args):
     iteration, one mode fit (k-means twice, peaks, barrier tests, marginals)
     and one rebalancing (importance draws, assignment, resampling).
     """
-    from numpyro_dilation import rebalancing, sampler
-    from numpyro_dilation.schedules import make_levels
+    from numpyro_dilation import core
+    from numpyro_dilation.core.multimodal import rebalancing
 
     target = targets.two_unequal_modes(32)
     fn = jax.value_and_grad(target.logdensity_fn)
-    langevin_only = sampler.SamplerOptions(jump_prob=0.0)
-    jumps_only = sampler.SamplerOptions(jump_prob=1.0)
+    langevin_only = core.SamplerOptions(jump_prob=0.0)
+    jumps_only = core.SamplerOptions(jump_prob=1.0)
     for n in args.cost_particles:
         x = target.sample_fn(jax.random.PRNGKey(0), n)
-        schedule = sampler.Schedule(make_levels("geometric", 1, 1e-4), 0, 0)
-        state = sampler.init(x, fn, schedule, 0.1, jnp.ones(32))
+        state = core.init(x, fn, core.build_calendar(0, num_levels=1))
 
         @jax.jit
         def fit(x):
@@ -347,12 +348,15 @@ def cost(args):
 
         def step(options):
             return jax.jit(
-                lambda s: sampler.step(jax.random.PRNGKey(2), s, fn, options)[0]
+                lambda s: core.step(jax.random.PRNGKey(2), s, fn, options)[0]
             )
 
         rebalance = jax.jit(
             lambda s: rebalancing.rebalance(
-                jax.random.PRNGKey(4), s.position, s.modes, target.logdensity_fn
+                jax.random.PRNGKey(4),
+                s.particles.position,
+                s.modes,
+                target.logdensity_fn,
             )
         )
         unit = _seconds(step(langevin_only), state)

@@ -1,10 +1,10 @@
 """The figure of docs/how-it-works.md: particles travelling along the dilation path.
 
-DilationKernel anneals 1024 particles on the 2-D mixture of 40 Gaussians
-(means in [-40, 40]^2), once from one shared Dirac centre at the origin (the
-paper's setting) and once from one centre per particle, drawn uniformly in
-the box (``center`` defaults to each particle's initial point, spread as the
-init strategy spreads them). Each panel shows the particles in path coordinates
+The sampler (its pure-JAX core, as DilationKernel runs it) anneals 1024
+particles on the 2-D mixture of 40 Gaussians (means in [-40, 40]^2), once from
+one shared Dirac centre at the origin (the paper's setting) and once from one
+centre per particle, drawn uniformly in the box (each particle's centre is its
+initial point). Each panel shows the particles in path coordinates
 ``y = c + sqrt(l) (x - c)`` at one level ``l``, over the 40 mode centres.
 
     python benchmarks/path_figure.py            # writes docs/img/dilation_path.png
@@ -17,35 +17,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
-from numpyro.infer import MCMC
 
-from numpyro_dilation import DilationKernel, targets
+from numpyro_dilation import core
+from numpyro_dilation.validation import targets
 
 LEVELS_SHOWN = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
 def anneal(center: np.ndarray, num_warmup: int, seed: int):
-    """Warmup draws in target space (chains, W, 2), their levels (W,) and centres."""
+    """Warmup positions in target space (particles, W, 2) and their levels (W,),
+    from the core API (DilationKernel runs its warmup inside ``init``)."""
     target = targets.forty_mode_mixture()
-    num_particles = center.shape[0]
-    mcmc = MCMC(
-        DilationKernel(targets.as_numpyro_model(target), center=jnp.asarray(center)),
-        num_warmup=num_warmup,
-        num_samples=1,
-        num_chains=num_particles,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    init = {"x": jnp.asarray(center)}
-    mcmc.warmup(
-        jax.random.PRNGKey(seed),
-        collect_warmup=True,
-        extra_fields=("dilation_level",),
-        init_params=init,
-    )
-    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
-    levels = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["dilation_level"])
-    return x, levels[0], target
+    fn = jax.value_and_grad(target.logdensity_fn)
+    options = core.SamplerOptions()
+    run_calendar = core.build_calendar(num_warmup, options)
+    state = core.init(jnp.asarray(center, jnp.float32), fn, run_calendar, options)
+
+    def body(state, key):
+        state, _ = core.step(key, state, fn, options)
+        return state, (core.target_position(state), state.lam)
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_warmup)
+    _, (x, levels) = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    return np.swapaxes(np.asarray(x), 0, 1), np.asarray(levels), target
 
 
 def main(num_particles: int = 1024, num_warmup: int = 400, seed: int = 0) -> Path:

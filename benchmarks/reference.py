@@ -1,5 +1,5 @@
 """Reference posteriors: MALA (default) and ULA (the paper's step) against exact
-answers, in units of Monte Carlo error (numpyro_dilation.validation).
+answers, in units of Monte Carlo error (numpyro_dilation.validation.reference).
 
 Prints the markdown tables of docs/validation.md:
 
@@ -18,8 +18,8 @@ import jax
 import numpy as np
 
 from numpyro_dilation.diagnostics import DilationWarning
-from numpyro_dilation.validation import (
-    compare,
+from numpyro_dilation.validation.reference import (
+    estimates,
     reference_cases,
     run_case,
     run_ula_gaussian,
@@ -81,7 +81,7 @@ def ula_gaussian(args) -> None:
     print("|---|---|---|---|")
     for j in range(3):
         v = run.stationary_cov[j, j]
-        c = compare(run.draws[..., j], run.mean[j], np.sqrt(v))["sd"]
+        c = estimates(run.draws[..., j], run.mean[j], np.sqrt(v))["sd"]
         var = f"{c.estimate**2:.4f} ({c.z:+.1f})"
         print(f"| {j} | {run.cov[j, j]:.4f} | {v:.4f} | {var} |")
     print(

@@ -9,8 +9,9 @@ is its own; the processes run one after the other. Each cell runs warmup and
 sampling ``--repeats`` times. NumPyro compiles its loops again on every run, so
 a persistent compilation cache (a fresh folder per benchmark) serves the
 repeats, and the time spent tracing, lowering and compiling, as JAX reports it
-(``jax.monitoring``), is subtracted from each wall time: the "after
-compilation" times. ``compile`` is that time in the first repeat.
+(the union of its ``/jax/core/compile/*`` spans,
+``numpyro_dilation.compile_timer``), is subtracted from each wall time: the
+"after compilation" times. ``compile`` is that time in the first repeat.
 
 Columns: ``warmup`` and ``sample`` seconds after compilation (medians over
 repeats), gradients (one per particle per iteration for DilationKernel and the
@@ -52,7 +53,7 @@ TARGETS = ("logistic", "eight_schools", "forty_mode", "funnel")
 
 # Particles, DilationKernel (and ceiling) warmup and samples, NUTS (chains,
 # warmup, samples). The logistic regression's gradient is ~1000x the others':
-# it samples 200 iterations (as in design.md section 6), the others 1000.
+# it samples 200 iterations (as in docs/design.md section 6), the others 1000.
 PROFILES = {
     "cpu": dict(particles=1024, warmup=400, samples=1000, nuts=(4, 500, 1000)),
     "gpu": dict(particles=8192, warmup=400, samples=1000, nuts=(4, 500, 1000)),
@@ -68,9 +69,9 @@ def _problem(name: str, small: bool):
     The logistic regression's posterior is correlated (its Hessian is X^T W X):
     DilationKernel estimates a dense preconditioner from its population there,
     as a NumPyro user would ask NUTS for ``dense_mass``; NUTS keeps its default
-    (diagonal), the setting of design.md section 6.
+    (diagonal), the setting of docs/design.md section 6.
     """
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     if name == "logistic":
         data = targets.logistic_regression_data(
@@ -103,7 +104,7 @@ def _box_init(target, half_width):
 
 def _reference(name: str, small: bool) -> dict:
     """Known answer per site: mean and sd per coordinate (lists)."""
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     if name == "eight_schools":
         return {
@@ -163,28 +164,6 @@ def _logistic_reference(small: bool, num_draws: int = 200_000) -> dict:
 
 
 # ---------------------------------------------------------------- one cell
-def _timer():
-    """Wall time minus the time JAX spends tracing, lowering and compiling."""
-    import jax
-
-    compile_s = [0.0]
-
-    def listen(event, duration, **_):
-        if event.startswith("/jax/core/compile/"):
-            compile_s[0] += duration
-
-    jax.monitoring.register_event_duration_secs_listener(listen)
-
-    def timed(fn):
-        before, start = compile_s[0], time.perf_counter()
-        out = fn()
-        jax.block_until_ready(out)
-        compiled = compile_s[0] - before
-        return out, time.perf_counter() - start - compiled, compiled
-
-    return timed
-
-
 def _peak_memory(baseline_rss: int) -> tuple[int, str]:
     import resource
 
@@ -206,7 +185,7 @@ def _summaries(samples: dict, name: str) -> dict:
     """ESS and per-site moments of draws grouped by chain: (chains, draws, ...)."""
     from numpyro.diagnostics import effective_sample_size
 
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     flat = {
         k: np.asarray(v).reshape(v.shape[0], v.shape[1], -1) for k, v in samples.items()
@@ -231,8 +210,10 @@ def _summaries(samples: dict, name: str) -> dict:
     return out
 
 
-def _mcmc_run(mcmc, key_warmup, key_sample, model_args, init, extra, timed):
+def _mcmc_run(mcmc, key_warmup, key_sample, model_args, init, extra):
     """Warmup then sampling, timed; NUTS also counts its leapfrog steps."""
+    from numpyro_dilation.compile_timer import timed
+
     _, warmup_s, compile_w = timed(
         lambda: (
             mcmc.warmup(
@@ -266,7 +247,7 @@ def _ceiling(model, model_args, key, tuned, num_warmup, num_samples):
     sys.path.insert(0, str(Path(__file__).parent))
     from ceiling import mala
 
-    from numpyro_dilation.sampler import target_position
+    from numpyro_dilation.core.sampler import target_position
 
     pop = tuned.sampler_state
     x0, inv_mass = target_position(pop), pop.inv_mass
@@ -313,13 +294,13 @@ def run_cell(args) -> dict:
     from numpyro.infer import MCMC, NUTS
 
     from numpyro_dilation import DilationKernel
+    from numpyro_dilation.compile_timer import timed
 
     size = args.size if args.size == "small" else args.device
     profile = dict(PROFILES[size])
     if args.target == "logistic":
         profile["samples"] = LOGISTIC_SAMPLES[size]
     model, model_args, init_fn, options = _problem(args.target, args.size == "small")
-    timed = _timer()
     key_init, key_warmup, key_sample = jax.random.split(
         jax.random.PRNGKey(args.seed), 3
     )
@@ -344,9 +325,7 @@ def run_cell(args) -> dict:
     init = init_fn(key_init, chains) if init_fn else None
     times, ceiling_times, peak = [], [], None
     for _ in range(args.repeats):
-        times.append(
-            _mcmc_run(mcmc, key_warmup, key_sample, model_args, init, extra, timed)
-        )
+        times.append(_mcmc_run(mcmc, key_warmup, key_sample, model_args, init, extra))
         if peak is None:
             peak, peak_kind = _peak_memory(baseline)
             draws = mcmc.get_samples(group_by_chain=True)

@@ -1,4 +1,5 @@
-"""Thorough simulation-based calibration of DilationKernel (numpyro_dilation.sbc).
+"""Thorough simulation-based calibration of DilationKernel
+(numpyro_dilation.validation.sbc).
 
     PYTHONPATH=$PWD python benchmarks/sbc.py [--replications 200] [--warmup 500]
 
@@ -25,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 
-from numpyro_dilation import sbc  # noqa: E402
 from numpyro_dilation.diagnostics import DilationWarning  # noqa: E402
+from numpyro_dilation.validation import sbc  # noqa: E402
 
 ALPHA = 0.01
 

@@ -1,6 +1,6 @@
 """What the examples share: their budget options and the DilationKernel run.
 
-Each example is a script, ``python examples/NAME.py --help``, whose ``main``
+Each example is a script, ``python examples/<name>.py --help``, whose ``main``
 takes the budget as arguments so that the smoke test can run it small.
 """
 

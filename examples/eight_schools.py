@@ -8,7 +8,7 @@ DilationKernel and checked against the posterior computed by quadrature.
 import numpy as np
 from common import DEFAULT_BUDGET, Budget, parse_budget, run_dilation, side_by_side
 
-from numpyro_dilation import targets
+from numpyro_dilation.validation import targets
 
 
 def main(budget: Budget = DEFAULT_BUDGET) -> dict[str, float]:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from common import DEFAULT_BUDGET, Budget, parse_budget, run_dilation, side_by_side
 
-from numpyro_dilation import targets
+from numpyro_dilation.validation import targets
 
 NECK_MASS = 0.5 * math.erfc(1 / math.sqrt(2))  # P(x0 < -3) = Phi(-1)
 

@@ -10,7 +10,7 @@ import numpy as np
 from common import DEFAULT_BUDGET, Budget, parse_budget, run_dilation, side_by_side
 from scipy.special import expit
 
-from numpyro_dilation import targets
+from numpyro_dilation.validation import targets
 
 
 def main(budget: Budget = DEFAULT_BUDGET) -> dict[str, float]:

@@ -2,7 +2,7 @@
 
 from numpyro_dilation.diagnostics import DilationWarning, check_run
 from numpyro_dilation.kernel import DilationKernel, DilationState
-from numpyro_dilation.modes import ModeSummary, mode_summary
+from numpyro_dilation.mode_report import ModeSummary, mode_summary
 
 __all__ = [
     "DilationKernel",

@@ -29,9 +29,11 @@ __all__ = [
 ]
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
+"""Whether the installed ArviZ is 1.x or later."""
 
-#: One converted run: ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree`` (1.x).
 RunData = Any
+"""One converted run: ``arviz.InferenceData`` (ArviZ 0.x) or ``xarray.DataTree``
+(1.x)."""
 
 
 def from_numpyro(mcmc: Any, log_likelihood: bool = False) -> Any:

@@ -37,7 +37,7 @@ def _forty_modes() -> tuple[Callable, tuple, dict[str, Any]]:
     samplers start uniformly in the same box."""
     from numpyro.infer.initialization import init_to_uniform
 
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     target = targets.forty_mode_mixture()
     options = {
@@ -50,7 +50,7 @@ def _forty_modes() -> tuple[Callable, tuple, dict[str, Any]]:
 
 def _eight_schools() -> tuple[Callable, tuple, dict[str, Any]]:
     """Non-centred eight schools (Rubin 1981), a standard hierarchical model."""
-    from numpyro_dilation import targets
+    from numpyro_dilation.validation import targets
 
     return targets.eight_schools_model, (), {}
 
@@ -59,6 +59,8 @@ DEMOS: dict[str, Callable[[], tuple[Callable, tuple, dict[str, Any]]]] = {
     "forty_modes": _forty_modes,
     "eight_schools": _eight_schools,
 }
+"""The models of ``numpyro-dilation demo``: name -> function returning the model,
+its positional arguments and the extra options of ``compare``."""
 
 
 def _log(message: str) -> None:
@@ -175,6 +177,7 @@ def _add_budget_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``numpyro-dilation`` and its commands ``demo`` and ``compare``."""
     parser = argparse.ArgumentParser(
         prog="numpyro-dilation",
         description="Run NUTS and DilationKernel side by side on the same model, "

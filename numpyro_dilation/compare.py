@@ -6,21 +6,25 @@ the same model, data and seed, converts each run to ArviZ and returns a
 
 * ``time_s``: warmup plus sampling, in seconds of wall time, **compilation
   excluded**; ``compile_s``: the time JAX spent tracing, lowering and compiling
-  during the run (the union of its ``/jax/core/compile/*`` monitoring spans),
-  which is reported apart. ``time_s = wall - compile_s``.
+  during the run (the union of its ``/jax/core/compile/*`` monitoring spans,
+  :mod:`numpyro_dilation.compile_timer`), which is reported apart.
+  ``time_s = wall - compile_s``.
 * ``gradients``: gradient evaluations, warmup included. HMC and NUTS: the sum of
   ``num_steps`` (leapfrog steps) over every warmup and sampling draw of every
   chain (the few gradients of the initial step-size search are not counted).
-  DilationKernel: one per particle per iteration,
-  ``num_chains * (num_warmup + num_samples)``. Other kernels: NaN.
+  DilationKernel: one per particle per iteration plus those of its mode fits
+  (``DilationKernel.num_evaluations``). Other kernels: NaN.
 * ``ess_bulk_min``, ``ess_tail_min``, ``rhat_max``: the smallest bulk and tail
   ESS and the largest R-hat over every scalar of the posterior
   (``arviz.ess(method="bulk"/"tail")``, ``arviz.rhat``; NaN entries, e.g. of a
   constant, are skipped). DilationKernel's chains are its particles.
+* ``rhat_nested_max``: the largest nested R-hat (``numpyro_dilation.nested_rhat``:
+  particles grouped into up to 16 superchains by where they started; NUTS's
+  chains one superchain each). With many short chains, read this one.
 * ``ess_per_s = ess_bulk_min / time_s``, ``ess_per_grad = ess_bulk_min / gradients``.
 * ``divergences``: divergent transitions among the post-warmup draws.
 * with ``mode_means``: ``modes_found`` and, with ``mode_weights`` too,
-  ``mode_weight_tv`` (see :mod:`numpyro_dilation.targets`).
+  ``mode_weight_tv`` (see :mod:`numpyro_dilation.validation.targets`).
 """
 
 from __future__ import annotations
@@ -36,12 +40,13 @@ import arviz as az
 import jax
 import numpy as np
 import pandas as pd
-from jax import monitoring
 from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.mcmc import MCMCKernel
 
-from numpyro_dilation import arviz_compat, targets
+from numpyro_dilation import arviz_compat, nested_rhat
+from numpyro_dilation.compile_timer import CompileTimer
 from numpyro_dilation.kernel import DilationKernel
+from numpyro_dilation.validation import targets
 
 __all__ = [
     "Run",
@@ -52,7 +57,6 @@ __all__ = [
     "flat_draws",
 ]
 
-_COMPILE_EVENTS = "/jax/core/compile/"
 _HMC_FIELDS = (
     "num_steps",
     "potential_energy",
@@ -160,40 +164,6 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-class _CompileTimer:
-    """Seconds JAX spends tracing, lowering and compiling inside the block.
-
-    Sums the union of the time spans of JAX's ``/jax/core/compile/*`` monitoring
-    events, so nested spans (a jit traced inside another) count once.
-    """
-
-    def __enter__(self) -> _CompileTimer:
-        self._spans: list[tuple[float, float]] = []
-        monitoring.register_event_time_span_listener(self._listen)
-        return self
-
-    def _listen(self, event: str, start: float, end: float, **_: Any) -> None:
-        if event.startswith(_COMPILE_EVENTS):
-            self._spans.append((start, end))
-
-    def __exit__(self, *exc: object) -> None:
-        monitoring.unregister_event_time_span_listener(self._listen)
-
-    @property
-    def seconds(self) -> float:
-        total, current_start, current_end = 0.0, None, None
-        for start, end in sorted(self._spans):
-            if current_end is None or start > current_end:
-                if current_end is not None:
-                    total += current_end - current_start
-                current_start, current_end = start, end
-            else:
-                current_end = max(current_end, end)
-        if current_end is not None:
-            total += current_end - current_start
-        return total
-
-
 def default_kernels(
     model: Callable, init_strategy: Callable | None = None
 ) -> dict[str, MCMCKernel]:
@@ -240,6 +210,14 @@ def _as_runs(
     return runs
 
 
+def _num_superchains(num_chains: int) -> int:
+    """The most superchains, up to ``nested_rhat.DEFAULT_SUPERCHAINS``, that
+    divide ``num_chains`` (1 when only 1 does: nested R-hat is then NaN)."""
+    return max(
+        k for k in range(1, nested_rhat.DEFAULT_SUPERCHAINS + 1) if num_chains % k == 0
+    )
+
+
 def _check_count(name: str, value: int, minimum: int) -> None:
     if int(value) != value or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
@@ -269,7 +247,7 @@ def _run_one(
         f"{run.name}: {run.num_chains} chains x ({run.num_warmup} warmup + "
         f"{run.num_samples} samples)"
     )
-    with _CompileTimer() as timer:
+    with CompileTimer() as timer:
         start = time.perf_counter()
         if counts_steps:
             # Warmup apart, collected, to count its leapfrog steps; with the same
@@ -291,7 +269,7 @@ def _run_one(
     if counts_steps:
         gradients = warmup_steps + float(np.sum(mcmc.get_extra_fields()["num_steps"]))
     elif isinstance(run.kernel, DilationKernel):
-        gradients = float(run.num_chains * (run.num_warmup + run.num_samples))
+        gradients = float(run.kernel.num_evaluations(run.num_warmup + run.num_samples))
     else:
         gradients = float("nan")
     progress(f"{run.name}: {wall - compile_s:.1f} s + {compile_s:.1f} s compilation")
@@ -307,6 +285,9 @@ def _run_one(
         "time_s": wall - compile_s,
         "compile_s": compile_s,
         "gradients": gradients,
+        "rhat_nested_max": nested_rhat.max_rhat_nested(
+            mcmc, _num_superchains(run.num_chains)
+        ),
     }
 
 

@@ -32,36 +32,45 @@ between). Five checks, each with its threshold:
   the ``d`` coordinates). Mass still flowing between modes moves the mean.
 
 The checks need ``MIN_PARTICLES`` particles (below, the population statistics are
-too noisy to judge) and a window of ``MIN_WINDOW`` iterations.
+too noisy to judge), a window of ``MIN_WINDOW`` iterations and at least one
+dimension (a model without latent sites has nothing that could move).
 
-They run automatically at the end of warmup (``monitor``, called by
-``DilationKernel.sample``: a ``jax.debug.callback`` that fires once, on the last
-warmup iteration, over the second half of the tuning phase), and on demand over
+They run automatically at the end of warmup, over the second half of the
+tuning phase (``track`` after every warmup iteration, then
+``warn_end_of_warmup`` on the host once ``DilationKernel.init`` has run the
+warmup, so the warnings come from the user's ``mcmc.run``), and on demand over
 the sampling phase with ``check_run(mcmc)``.
 """
 
+import inspect
+import sys
 import warnings
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import scipy.stats
 from jax import Array
 
-from numpyro_dilation import sampler
+from numpyro_dilation.core import calendar, sampler
 
 __all__ = [
     "DilationWarning",
+    "warn",
     "MIN_WARMUP",
     "population_warnings",
     "WarmupReference",
     "init_reference",
-    "monitor",
+    "track",
+    "warn_end_of_warmup",
     "check_run",
 ]
 
 MIN_WARMUP = 100
+"""Fewer warmup iterations than this draw a ``DilationWarning`` at ``init``."""
 MIN_PARTICLES = 32
 MIN_WINDOW = 10
 ACCEPTANCE_FLOOR = 0.1
@@ -98,7 +107,7 @@ def population_warnings(
     before = np.asarray(before, float).reshape(np.shape(before)[0], -1)
     after = np.asarray(after, float).reshape(before.shape)
     n, d = before.shape
-    if n < MIN_PARTICLES or num_iterations < MIN_WINDOW:
+    if n < MIN_PARTICLES or num_iterations < MIN_WINDOW or d == 0:
         return []
     messages = []
     acceptance = float(np.mean(accept_prob))
@@ -167,21 +176,34 @@ def population_warnings(
     return messages
 
 
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that attributes a warning to the first frame outside
+    NumPyro, JAX and this package (the user's call, as NumPyro's
+    ``find_stack_level`` does for NumPyro's own warnings)."""
+    internal = (
+        str(Path(jax.__file__).parent),
+        str(Path(numpyro.__file__).parent),
+        str(Path(__file__).parent),
+    )
+    frame, level = inspect.currentframe(), 0
+    while frame is not None and frame.f_code.co_filename.startswith(internal):
+        frame, level = frame.f_back, level + 1
+    return max(level, 1)
+
+
+def warn(message: str, category: type[Warning] = DilationWarning) -> None:
+    """``warnings.warn`` attributed to the user's call (not to NumPyro's or
+    this package's code), so that the user's warning filters apply to it."""
+    warnings.warn(message, category, stacklevel=_user_stacklevel())
+
+
 def _warn(messages: list[str]) -> None:
     for message in messages:
-        warnings.warn(message, DilationWarning, stacklevel=3)
-
-
-def _warn_end_of_warmup(accept_prob, diverging, before, after, window) -> None:
-    _warn(
-        population_warnings(
-            accept_prob, diverging, before, after, int(window), "at the end of warmup"
-        )
-    )
+        warn(message)
 
 
 class WarmupReference(NamedTuple):
-    """What ``monitor`` keeps between iterations."""
+    """What ``track`` keeps between warmup iterations."""
 
     position: Array  # target-space positions at iteration W - k
     accept_sum: Array  # each particle's summed acceptance since W - k
@@ -190,24 +212,18 @@ class WarmupReference(NamedTuple):
 def init_reference(state: sampler.SamplerState) -> WarmupReference:
     """The reference of a fresh population."""
     return WarmupReference(
-        sampler.target_position(state), jnp.zeros_like(state.accept_prob)
+        sampler.target_position(state), jnp.zeros_like(state.particles.accept_prob)
     )
 
 
-def monitor(state: sampler.SamplerState, reference: WarmupReference):
-    """The end-of-warmup check, called after every iteration; returns the new
-    ``reference``.
+def track(state: sampler.SamplerState, reference: WarmupReference) -> WarmupReference:
+    """The end-of-warmup check's statistics, updated after every warmup iteration.
 
-    ``reference`` keeps the target-space positions at iteration ``W - k``, with
-    ``k`` half the tuning phase, and sums each particle's acceptance probability
-    over the ``k`` iterations that follow; at iteration ``W`` a
-    ``jax.debug.callback`` raises the warnings of ``population_warnings`` as
-    ``DilationWarning``. The callback runs when the computation reaches that
-    iteration (asynchronously: ``jax.effects_barrier()`` waits for it).
+    ``reference`` keeps the target-space positions at iteration ``W - k`` (the
+    calendar's ``monitor_start``; ``k`` is half the tuning phase) and sums each
+    particle's acceptance probability over the ``k`` iterations that follow.
     """
-    schedule = state.schedule
-    window = (schedule.num_warmup - schedule.num_anneal) // 2
-    start = schedule.num_warmup - window
+    start = state.calendar.monitor_start
     # A copy at one iteration only (a select over all particles every
     # iteration costs as much as a cheap target's gradient).
     position = jax.lax.cond(
@@ -217,21 +233,57 @@ def monitor(state: sampler.SamplerState, reference: WarmupReference):
         state,
     )
     accept_sum = jnp.where(
-        state.iteration > start, reference.accept_sum + state.accept_prob, 0.0
-    )
-    jax.lax.cond(
-        (state.iteration == schedule.num_warmup) & (window >= MIN_WINDOW),
-        lambda: jax.debug.callback(
-            _warn_end_of_warmup,
-            accept_sum / jnp.maximum(window, 1),
-            state.diverging,
-            position,
-            sampler.target_position(state),
-            window,
-        ),
-        lambda: None,
+        state.iteration > start, reference.accept_sum + state.particles.accept_prob, 0.0
     )
     return WarmupReference(position, accept_sum.astype(reference.accept_sum.dtype))
+
+
+def _end_of_warmup_messages(
+    accept_sum, diverging, before, after, window: int
+) -> list[str]:
+    if window < MIN_WINDOW:
+        return []
+    return population_warnings(
+        np.asarray(accept_sum) / window,
+        np.asarray(diverging),
+        np.asarray(before),
+        np.asarray(after),
+        window,
+        "at the end of warmup",
+    )
+
+
+def _warn_from_callback(accept_sum, diverging, before, after, window) -> None:
+    # Raising inside a callback would surface as an opaque XLA error: under a
+    # filter that turns warnings into errors, print the message instead.
+    for message in _end_of_warmup_messages(
+        accept_sum, diverging, before, after, int(window)
+    ):
+        try:
+            warnings.warn(message, DilationWarning, stacklevel=2)
+        except DilationWarning:
+            print(f"DilationWarning: {message}", file=sys.stderr)
+
+
+def warn_end_of_warmup(state: sampler.SamplerState, reference: WarmupReference) -> None:
+    """Raise the warnings of ``population_warnings`` over the last ``k`` warmup
+    iterations as ``DilationWarning``, attributed to the user's call.
+
+    ``state`` is the population after warmup. Under a JAX transformation (the
+    values are not concrete) the check runs in a ``jax.debug.callback`` when
+    the computation reaches it instead.
+    """
+    window = calendar.monitor_window(state.calendar)
+    args = (
+        reference.accept_sum,
+        state.particles.diverging,
+        reference.position,
+        sampler.target_position(state),
+    )
+    if any(isinstance(a, jax.core.Tracer) for a in (window, *args)):
+        jax.debug.callback(_warn_from_callback, *args, window)
+        return
+    _warn(_end_of_warmup_messages(*args, int(window)))
 
 
 def check_run(mcmc: Any, warn: bool = True) -> list[str]:

@@ -4,11 +4,9 @@ Chains are particles: one MCMC chain per particle, run with
 ``chain_method="vectorized"``; the population shares its step size,
 preconditioner and schedule. The kernel only builds the potential from the model,
 ravels and unravels parameters and presents the population state under the
-field names NumPyro and ArviZ expect (design.md section 4).
+field names NumPyro and ArviZ expect (docs/design.md section 4).
 """
 
-import inspect
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -19,13 +17,15 @@ import numpyro
 from jax import Array
 from jax.flatten_util import ravel_pytree
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.mcmc import MCMC, MCMCKernel
+from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
-from numpyro_dilation import cpu_lapack, diagnostics, sampler
-from numpyro_dilation.schedules import ScheduleLike, make_levels
-from numpyro_dilation.sharding import particle_sharding, shard_particles
+from numpyro_dilation import diagnostics
+from numpyro_dilation.core import calendar, cpu_lapack, sampler
+from numpyro_dilation.core.level_schedule import ScheduleLike
+from numpyro_dilation.core.options import SamplerOptions
+from numpyro_dilation.core.sharding import particle_sharding, shard_particles, split
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -37,9 +37,10 @@ class DilationAdaptState(NamedTuple):
 
 
 class DilationState(NamedTuple):
-    """State of the vectorized chains; every field but the last three has a chain axis.
+    """State of the vectorized chains; the fields of ``PER_CHAIN`` have a chain axis.
 
-    - **i**: iteration counter (MCMC never resets it; it decides the phase).
+    - **i**: MCMC's iteration counter (never reset): ``init`` has already run
+      the warmup, so the first ``num_warmup`` iterations leave the state as is.
     - **z**: unconstrained sample (target space), a pytree like ``init_params``.
     - **potential_energy**: ``-log p(z)`` (up to a constant).
     - **accept_prob**: MALA acceptance probability of the last move.
@@ -50,9 +51,8 @@ class DilationState(NamedTuple):
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **sampler_state**: the pure-JAX population state.
-    - **warmup_reference**: positions and acceptance sums kept for the
-      end-of-warmup checks (``diagnostics.monitor``).
-    - **rng_key**: one key for the population.
+    - **rng_key**: the chains' keys; the first is the population's (a single
+      key when MCMC hands one back to continue a run).
     """
 
     i: Array
@@ -64,8 +64,36 @@ class DilationState(NamedTuple):
     jump_accept_prob: Array
     adapt_state: DilationAdaptState
     sampler_state: sampler.SamplerState
-    warmup_reference: diagnostics.WarmupReference
     rng_key: Array
+
+
+PER_CHAIN = (
+    "i",
+    "z",
+    "potential_energy",
+    "accept_prob",
+    "diverging",
+    "dilation_level",
+    "jump_accept_prob",
+    "adapt_state",
+)
+
+
+def _is_concrete(value: Any) -> bool:
+    """Not a tracer: a hyperparameter that can be checked now (under ``jax.jit``
+    a traced one is checked by nothing, as NumPyro's kernels do)."""
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _population_key(rng_key: Array) -> Array:
+    """The population's key: the first of the chains' keys, or the one key
+    MCMC hands back when a run continues (``numpyro.infer.mcmc`` takes
+    ``rng_key[0]`` for ensemble kernels)."""
+    return rng_key if is_prng_key(rng_key) else rng_key[0]
+
+
+def _with_population_key(rng_key: Array, population_key: Array) -> Array:
+    return population_key if is_prng_key(rng_key) else rng_key.at[0].set(population_key)
 
 
 def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
@@ -76,17 +104,6 @@ def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
 
         return fwd
     return jax.value_and_grad(f)
-
-
-def _calling_mcmc(kernel: "DilationKernel") -> MCMC | None:
-    """The ``MCMC`` object that is running ``kernel``, found on the call stack."""
-    frame = inspect.currentframe()
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, MCMC) and candidate.sampler is kernel:
-            return candidate
-        frame = frame.f_back
-    return None
 
 
 def _raise_for_discrete_sites(model, model_args, model_kwargs, err) -> None:
@@ -119,17 +136,25 @@ class DilationKernel(MCMCKernel):
     Particles start at Dirac centres and are annealed to the posterior along the
     dilation path ``X_l = c + sqrt(l) (X - c)``, whose score
     ``grad log p_l(y) = l^(-1/2) grad log p(c + (y - c)/sqrt(l))`` is in closed
-    form; they are then tuned at ``l = 1`` and, after warmup, every iteration is
-    one exact MALA step with everything frozen.
+    form; they are then tuned at ``l = 1`` and, by default, at the last warmup
+    iteration the modes of the population are found and their weights corrected
+    (``rebalance=True``). After warmup everything is frozen and each iteration is
+    either one exact MALA step or, with probability ``jump_prob`` (0.5; one coin
+    for the population, drawn independently of the state), an exact
+    Metropolis-Hastings jump from the mixture fitted to the modes (none while a
+    single mode is found). Both leave the posterior invariant, so with
+    ``step="mala"`` the sampling phase targets it exactly (docs/multimodal.md).
 
     Each MCMC chain is one particle: run it with ``num_chains`` particles and
     ``chain_method="vectorized"``.
 
     At the end of warmup the kernel checks the population and raises a
-    ``DilationWarning`` when the acceptance collapsed, many proposals diverged,
-    particles are stuck, or the population is still moving
-    (``numpyro_dilation.diagnostics``); ``check_run(mcmc)`` repeats the checks
-    over the sampling phase.
+    ``DilationWarning`` when the acceptance collapsed, a sticky region holds
+    particles that reject nearly every proposal while the others accept (a region
+    whose scale is far below the rest, such as a funnel's neck, under-sampled at
+    the shared step size), many proposals diverged, particles are stuck, or the
+    population is still moving (``numpyro_dilation.diagnostics``);
+    ``check_run(mcmc)`` repeats the checks over the sampling phase.
 
     :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
     :param potential_fn: ``-log density`` of the parameters; then pass
@@ -174,16 +199,26 @@ class DilationKernel(MCMCKernel):
         cluster) so that each computes its share of the gradients; the
         population statistics are reduced across devices and the draws are
         those of one device up to the order of floating-point sums
-        (``numpyro_dilation.sharding``). ``None`` (default): whenever there is
+        (``numpyro_dilation.core.sharding``). ``None`` (default): whenever there is
         more than one device and ``num_chains`` is a multiple of their number;
         ``True``: always (an error otherwise); ``False``: never.
+
+    **Warmup.** ``init`` runs the whole warmup (the calendar of
+    ``numpyro_dilation.core.calendar``) as one program compiled on its own,
+    then checks the population and issues its ``DilationWarning`` from the
+    user's ``mcmc.run``; the program of the sampling phase holds only the
+    sampling moves. The first ``num_warmup`` iterations of MCMC's own loop then
+    leave the state as it is: the progress bar passes over them at once, and
+    ``MCMC.warmup(..., collect_warmup=True)`` collects the post-warmup state
+    ``num_warmup`` times. ``mcmc.run(key)`` draws the same as
+    ``mcmc.warmup(key)`` then ``mcmc.run(mcmc.post_warmup_state.rng_key)``.
 
     **Memory.** The state is a few ``num_chains x d`` arrays. ``MCMC`` keeps
     ``num_chains x num_samples / thinning`` draws (plus one value per chain per
     draw for each default field), and holds them twice for a moment at the end
     of a run while it puts chains first. To keep a large population's draws
     small, thin them: ``MCMC(..., thinning=10)`` keeps every tenth draw of every
-    particle (docs/benchmarks-performance.md measures the peak).
+    particle (benchmarks/memory.py measures the peak, see docs/benchmarks.md).
 
     **Example**
 
@@ -225,14 +260,14 @@ class DilationKernel(MCMCKernel):
             )
         if step not in ("mala", "ula"):
             raise ValueError(f"step must be 'mala' or 'ula', got {step!r}.")
-        if not np.isfinite(step_size) or step_size <= 0:
+        if _is_concrete(step_size) and not (np.isfinite(step_size) and step_size > 0):
             raise ValueError(
                 f"step_size must be a positive number, got {step_size}; "
                 "it is the initial Langevin step (default 0.1)."
             )
         if target_accept_prob is None:
             target_accept_prob = 0.574 if step == "mala" else 0.9
-        if not 0.0 < target_accept_prob < 1.0:
+        if _is_concrete(target_accept_prob) and not 0.0 < target_accept_prob < 1.0:
             raise ValueError(
                 f"target_accept_prob must be in (0, 1), got {target_accept_prob}."
             )
@@ -250,13 +285,21 @@ class DilationKernel(MCMCKernel):
             )
         if int(max_modes) != max_modes or max_modes < 1:
             raise ValueError(f"max_modes must be a positive integer, got {max_modes}.")
+        if not isinstance(dense_mass, bool | np.bool_):
+            raise ValueError(
+                f"dense_mass must be True or False, got {dense_mass!r}. NumPyro's "
+                "structured form (a list of tuples of sites) is not supported: the "
+                "preconditioner is estimated from the population, diagonal or "
+                "dense over every latent site; pass dense_mass=True for a dense "
+                "one (it needs num_chains well above the dimension)."
+            )
         if isinstance(center, str) and center not in ("init", "shared"):
             raise ValueError(
                 f"center={center!r} is not known: use 'init', 'shared' or an array."
             )
         self._model = model
         self._potential_fn = potential_fn
-        self._step_size = float(step_size)
+        self._step_size = step_size
         self._schedule = schedule
         self._lambda_min = lambda_min
         self._num_levels = num_levels
@@ -264,14 +307,14 @@ class DilationKernel(MCMCKernel):
         self._center = center
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
-        self._dense_mass = dense_mass
+        self._dense_mass = bool(dense_mass)
         self._shard = shard_particles
-        self._options = sampler.SamplerOptions(
+        self._options = SamplerOptions(
             adjusted=step == "mala",
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
             adapt_inv_mass=adapt_mass_matrix,
-            dense_mass=dense_mass,
+            dense_mass=bool(dense_mass),
             rebalance=bool(rebalance),
             jump_prob=float(jump_prob),
             max_modes=int(max_modes),
@@ -281,6 +324,8 @@ class DilationKernel(MCMCKernel):
         self._unravel_fn = None
         self._sequential = False
         self._sample_fn = None
+        self._calendar = None
+        self._num_particles = None
 
     @property
     def model(self) -> Callable | None:
@@ -322,16 +367,6 @@ class DilationKernel(MCMCKernel):
         fn = _value_and_grad(lambda x: -potential_fn(unravel(x)), self._forward_mode)
         return cpu_lapack.sequential_under_vmap(fn) if self._sequential else fn
 
-    def _check_chain_method(self) -> None:
-        mcmc = _calling_mcmc(self)
-        if mcmc is not None and mcmc.num_chains > 1:
-            raise ValueError(
-                "DilationKernel runs its chains as one population of particles: "
-                f"chain_method={mcmc.chain_method!r} is not supported with "
-                f"num_chains={mcmc.num_chains}. Use "
-                "MCMC(..., chain_method='vectorized')."
-            )
-
     def _initial_params(self, keys, init_params, model_args, model_kwargs):
         num_chains = keys.shape[0]
         if self._model is not None:
@@ -351,10 +386,12 @@ class DilationKernel(MCMCKernel):
             self._potential_fn_gen = info.potential_fn
             self._postprocess_fn_gen = info.postprocess_fn
             if not jax.tree.leaves(info.param_info.z):
-                raise ValueError(
+                diagnostics.warn(
                     "The model has no latent sample site: there is nothing to "
-                    "sample. Every site is observed or deterministic."
+                    "sample (every site is observed or deterministic); the draws "
+                    "hold its deterministic sites only, as NUTS's do."
                 )
+                return {}
             if init_params is None:
                 init_params = info.param_info.z
         elif init_params is None:
@@ -400,34 +437,30 @@ class DilationKernel(MCMCKernel):
         model_kwargs: dict | None = None,
     ) -> DilationState:
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        single = is_prng_key(rng_key)
-        if single:
-            self._check_chain_method()
-            keys = rng_key[None]
-            if init_params is not None:
-                init_params = jax.tree.map(lambda x: jnp.asarray(x)[None], init_params)
-        else:
-            keys = rng_key
-        if single:
-            warnings.warn(
-                "DilationKernel with num_chains=1 runs a single particle: there is "
-                "no population to adapt the preconditioner, spread Dirac centres "
-                "or share statistics. Use num_chains >= 2 * dim (1024 is typical) "
-                "with chain_method='vectorized'.",
-                stacklevel=2,
+        if is_prng_key(rng_key):
+            raise ValueError(
+                "DilationKernel runs its chains as one population of particles, "
+                "so MCMC must hand it one key per chain: it got a single PRNG key "
+                "(num_chains=1, or chain_method='sequential' or 'parallel', which "
+                "hand the kernel one chain at a time). Use MCMC(..., "
+                "num_chains=N, chain_method='vectorized') with N >= 2 * dim "
+                "particles (1024 is typical)."
             )
+        keys = rng_key
         if num_warmup < diagnostics.MIN_WARMUP:
-            warnings.warn(
+            diagnostics.warn(
                 f"num_warmup={num_warmup} is too short for DilationKernel to anneal "
                 "the particles and adapt the step size and preconditioner, and for "
                 "the end-of-warmup checks: raise num_warmup to at least "
-                f"{diagnostics.MIN_WARMUP} (500 is typical).",
-                diagnostics.DilationWarning,
-                stacklevel=2,
+                f"{diagnostics.MIN_WARMUP} (500 is typical)."
             )
         init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
-        flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
-        self._unravel_fn = ravel_pytree(jax.tree.map(lambda x: x[0], init_params))[1]
+        if jax.tree.leaves(init_params):
+            flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
+            first = jax.tree.map(lambda x: x[0], init_params)
+        else:  # a model without latent sites: zero dimensions
+            flat, first = jnp.zeros((keys.shape[0], 0)), {}
+        self._unravel_fn = ravel_pytree(first)[1]
         if not jnp.issubdtype(flat.dtype, jnp.floating):
             flat = flat.astype(jnp.result_type(float))
         self._sequential = (
@@ -438,39 +471,73 @@ class DilationKernel(MCMCKernel):
         if self._sequential:
             logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
         center = self._centers(flat)
-        num_anneal = int(round(self._anneal_fraction * num_warmup))
-        num_levels = self._num_levels or max(1, num_anneal // 5)
-        levels = make_levels(self._schedule, num_levels, self._lambda_min)
-        schedule = sampler.Schedule(
-            levels.astype(flat.dtype), jnp.asarray(num_anneal), jnp.asarray(num_warmup)
+        self._calendar = calendar.build_calendar(
+            num_warmup,
+            self._options,
+            anneal_fraction=self._anneal_fraction,
+            num_levels=self._num_levels,
+            schedule=self._schedule,
+            lambda_min=self._lambda_min,
+            dtype=flat.dtype,
         )
-        dim = flat.shape[1]
-        inv_mass = (
-            jnp.eye(dim, dtype=flat.dtype)
-            if self._dense_mass
-            else jnp.ones(dim, flat.dtype)
-        )
+        self._num_particles = center.shape[0]
         pop = sampler.init(
-            center,
-            logdensity_and_grad,
-            schedule,
-            self._step_size,
-            inv_mass,
-            self._options.max_modes,
+            center, logdensity_and_grad, self._calendar, self._options, self._step_size
         )
-        if not bool(jnp.all(jnp.isfinite(pop.logdensity))):
-            idx = np.flatnonzero(~np.isfinite(np.asarray(pop.logdensity)))[:10]
+        traced = isinstance(pop.particles.logdensity, jax.core.Tracer)
+        if not traced and not bool(jnp.all(jnp.isfinite(pop.particles.logdensity))):
+            logdensity = np.asarray(pop.particles.logdensity)
+            idx = np.flatnonzero(~np.isfinite(logdensity))[:10]
             raise ValueError(
                 f"The potential is not finite at the initial centres of chains "
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        state = self._view(pop, diagnostics.init_reference(pop), keys[0], single)
-        sharding = self._particle_sharding(center.shape[0])
+        sharding = None if traced else self._particle_sharding(center.shape[0])
+        if sharding is not None:
+            pop = shard_particles(pop, sharding)
+        pop, reference, key = self._warm_up(
+            pop, keys[0], num_warmup, model_args, model_kwargs
+        )
+        diagnostics.warn_end_of_warmup(pop, reference)
+        state = self._view(pop, jnp.zeros(center.shape[0], int), keys.at[0].set(key))
         if sharding is None:
             return state
-        placed = shard_particles(state._replace(rng_key=None), sharding, len(center))
-        return placed._replace(rng_key=state.rng_key)
+        return state._replace(
+            **split({name: getattr(state, name) for name in PER_CHAIN}, sharding)
+        )
+
+    def _warm_up(self, pop, key, num_warmup, model_args, model_kwargs):
+        """The ``num_warmup`` warmup iterations, compiled on their own: the
+        program of the sampling phase (``sample``) holds none of their work.
+
+        Returns the population after warmup, the end-of-warmup check's
+        statistics and the population's key, advanced as ``sample`` advances
+        it (one split per iteration: the same draws as one iteration at a time).
+        """
+
+        def run(pop, key):
+            fn = self._logdensity_and_grad(model_args, model_kwargs)
+
+            def body(_, carry):
+                pop, reference, key = carry
+                key, step_key = jax.random.split(key)
+                pop, _ = sampler.step(step_key, pop, fn, self._options)
+                return pop, diagnostics.track(pop, reference), key
+
+            start = (pop, diagnostics.init_reference(pop), key)
+            return jax.lax.fori_loop(0, num_warmup, body, start)
+
+        return jax.jit(run)(pop, key)
+
+    def num_evaluations(self, num_iterations: int) -> int:
+        """Log-density (and gradient) evaluations of the population in its
+        first ``num_iterations`` iterations, mode fits included (after ``init``)."""
+        if self._calendar is None:
+            raise ValueError("num_evaluations needs the run's calendar: call init.")
+        return sampler.num_evaluations(
+            self._calendar, self._num_particles, num_iterations, self._options
+        )
 
     def _particle_sharding(self, num_particles: int):
         if self._shard is False or num_particles == 1:
@@ -485,42 +552,46 @@ class DilationKernel(MCMCKernel):
             )
             if self._shard:
                 raise ValueError(message + " (shard_particles=True).")
-            warnings.warn(message + "; running on one device.", stacklevel=3)
+            diagnostics.warn(message + "; running on one device.", UserWarning)
         return sharding
 
     def _view(
-        self,
-        pop: sampler.SamplerState,
-        reference: diagnostics.WarmupReference,
-        rng_key: Array,
-        single: bool,
-    ):
-        n = pop.position.shape[0]
+        self, pop: sampler.SamplerState, i: Array, rng_key: Array
+    ) -> DilationState:
+        n = pop.particles.position.shape[0]
         x = sampler.target_position(pop)
-        per_chain = (
-            jnp.full(n, pop.iteration),
-            jax.vmap(self._unravel_fn)(x),
-            sampler.target_potential(pop),
-            pop.accept_prob,
-            pop.diverging,
-            jnp.full(n, pop.lam),
-            pop.jump_accept_prob,
-            DilationAdaptState(
-                jnp.full(n, jnp.exp(pop.step_size.log_step_size), x.dtype)
-            ),
+        step_size = jnp.exp(pop.step_size.log_step_size)
+        return DilationState(
+            i=i,
+            z=jax.vmap(self._unravel_fn)(x),
+            potential_energy=sampler.target_potential(pop),
+            accept_prob=pop.particles.accept_prob,
+            diverging=pop.particles.diverging,
+            dilation_level=jnp.full(n, pop.lam),
+            jump_accept_prob=pop.particles.jump_accept_prob,
+            adapt_state=DilationAdaptState(jnp.full(n, step_size, x.dtype)),
+            sampler_state=pop,
+            rng_key=rng_key,
         )
-        if single:
-            per_chain = jax.tree.map(lambda a: a[0], per_chain)
-        return DilationState(*per_chain, pop, reference, rng_key)
 
     def sample(
         self, state: DilationState, model_args: tuple, model_kwargs: dict
     ) -> DilationState:
-        single = jnp.ndim(state.potential_energy) == 0
-        logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs or {})
-        rng_key, key = jax.random.split(state.rng_key)
-        pop, _ = sampler.step(
-            key, state.sampler_state, logdensity_and_grad, self._options
-        )
-        reference = diagnostics.monitor(pop, state.warmup_reference)
-        return self._view(pop, reference, rng_key, single)
+        """One MCMC iteration. ``init`` ran the warmup, so while MCMC counts its
+        warmup iterations (``i < num_warmup``) nothing moves; after, one
+        sampling iteration of the population (``sampler.sample_step``)."""
+
+        def wait(state):
+            return state._replace(i=state.i + 1)
+
+        def move(state):
+            fn = self._logdensity_and_grad(model_args, model_kwargs or {})
+            population_key = _population_key(state.rng_key)
+            population_key, key = jax.random.split(population_key)
+            pop, _ = sampler.sample_step(key, state.sampler_state, fn, self._options)
+            return self._view(
+                pop, state.i + 1, _with_population_key(state.rng_key, population_key)
+            )
+
+        num_warmup = state.sampler_state.calendar.num_warmup
+        return jax.lax.cond(state.i[0] < num_warmup, wait, move, state)

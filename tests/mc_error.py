@@ -1,7 +1,7 @@
 """Assert that draws match exact answers within ``validation.Z_MAX`` Monte Carlo
-standard errors (derivation in ``numpyro_dilation.validation``)."""
+standard errors (derivation in ``numpyro_dilation.validation.reference``)."""
 
-from numpyro_dilation.validation import Z_MAX, z_scores
+from numpyro_dilation.validation.reference import Z_MAX, z_scores
 
 
 def assert_matches(draws, mean, sd, quantiles=None, label=""):

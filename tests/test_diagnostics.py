@@ -7,14 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from numpyro.infer import MCMC
 from runs import run_vectorized
 
-from numpyro_dilation import DilationKernel, targets
+from numpyro_dilation import DilationKernel
 from numpyro_dilation.diagnostics import (
     DilationWarning,
     check_run,
     population_warnings,
 )
+from numpyro_dilation.validation import targets
 
 N, D, K = 512, 3, 50
 
@@ -114,6 +116,38 @@ def test_collapsed_acceptance_warns_at_end_of_warmup_and_after_the_run():
         mcmc = run(standard_normal, init, step_size=5.0, adapt_step_size=False)
     messages = check_run(mcmc, warn=False)
     assert any("acceptance probability during sampling" in m for m in messages)
+
+
+def test_end_of_warmup_warning_is_the_users_under_warnings_as_errors():
+    # NumPyro's tests run with -W error: the warning must then be raised as a
+    # DilationWarning out of mcmc.run (not an XLA callback error), attributed to
+    # the caller's line, and shown again by a run from another line.
+    init = jax.random.normal(jax.random.PRNGKey(1), (256, 10))
+    kernel = DilationKernel(
+        potential_fn=standard_normal, step_size=5.0, adapt_step_size=False
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=200,
+        num_samples=10,
+        num_chains=256,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    key = jax.random.PRNGKey(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DilationWarning, match="acceptance probability at the"):
+            mcmc.run(key, init_params=init)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        mcmc.run(key, init_params=init)
+        mcmc.run(key, init_params=init)
+    ours = [w for w in caught if issubclass(w.category, DilationWarning)]
+    messages = [str(w.message) for w in ours]
+    half = len(messages) // 2
+    assert half >= 1 and messages[:half] == messages[half:], messages
+    assert {w.filename for w in ours} == {__file__}
 
 
 def test_funnel_neck_warns_at_end_of_warmup_and_after_the_run():

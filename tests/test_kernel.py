@@ -1,5 +1,5 @@
 """DilationKernel as a NumPyro MCMC kernel: correctness on known posteriors and the
-NumPyro/ArviZ contract (design.md section 4)."""
+NumPyro/ArviZ contract (docs/design.md section 4)."""
 
 import arviz as az
 import jax
@@ -12,7 +12,8 @@ from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import NUTS
 from runs import run_vectorized
 
-from numpyro_dilation import DilationKernel, arviz_compat, targets
+from numpyro_dilation import DilationKernel, arviz_compat
+from numpyro_dilation.validation import targets
 
 NUM_CHAINS = 512
 

@@ -10,7 +10,7 @@ import numpyro.distributions as dist
 import pytest
 from numpyro.infer import MCMC
 
-from numpyro_dilation import DilationKernel
+from numpyro_dilation import DilationKernel, DilationWarning
 
 
 def normal_mean_model(y):
@@ -83,12 +83,10 @@ def test_potential_fn_with_pytree_init_params():
     assert s["a"].shape == (32 * 20, 2) and s["b"].shape == (32 * 20,)
 
 
-def test_single_chain_warns_and_runs():
+def test_single_chain_is_refused():
     mcmc = mcmc_for(DilationKernel(normal_mean_model), num_chains=1)
-    with pytest.warns(UserWarning, match="single particle"):
+    with pytest.raises(ValueError, match="num_chains=1"):
         mcmc.run(jax.random.PRNGKey(0), jnp.ones(3))
-    assert mcmc.get_samples(group_by_chain=True)["mu"].shape == (1, 20)
-    assert mcmc.get_extra_fields()["accept_prob"].shape == (20,)
 
 
 def test_progress_bar_shows_acceptance_and_level(monkeypatch, capsys):
@@ -169,12 +167,90 @@ def test_bad_schedule(schedule, match):
         mcmc.run(jax.random.PRNGKey(0), jnp.ones(3))
 
 
-def test_model_without_latent_site():
-    def model(y):
+def test_models_without_latent_dimensions_run_as_with_nuts():
+    # As NUTS: no latent site gives no draws (with a warning that says so), only
+    # deterministic sites gives their values, a site whose unconstrained space
+    # is empty (a Dirichlet of one category) gives its one value.
+    def observed_only(y):
         numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
 
-    with pytest.raises(ValueError, match="no latent sample site"):
-        mcmc_for(DilationKernel(model)).run(jax.random.PRNGKey(0), jnp.ones(3))
+    def deterministic_only():
+        numpyro.deterministic("c", jnp.arange(2.0))
+
+    def empty_site():
+        numpyro.sample("x", dist.Dirichlet(jnp.ones(1)))
+
+    mcmc = mcmc_for(DilationKernel(observed_only))
+    with pytest.warns(DilationWarning, match="no latent sample site"):
+        mcmc.run(jax.random.PRNGKey(0), jnp.ones(3))
+    assert mcmc.get_samples() == {}
+    mcmc = mcmc_for(DilationKernel(deterministic_only))
+    with pytest.warns(DilationWarning, match="no latent sample site"):
+        mcmc.run(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(
+        mcmc.get_samples()["c"], np.tile([0.0, 1.0], (1280, 1))
+    )
+    mcmc = mcmc_for(DilationKernel(empty_site), num_warmup=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DilationWarning)
+        mcmc.run(jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(mcmc.get_samples()["x"], 1.0)
+    mcmc.print_summary()
+
+
+def test_structured_dense_mass_is_refused():
+    with pytest.raises(ValueError, match="structured form"):
+        DilationKernel(normal_mean_model, dense_mass=[("mu",)])
+
+
+UNIMODAL = {"rebalance": False, "jump_prob": 0.0}
+
+
+def test_run_under_jit_matches_the_eager_run():
+    # The same program but for float rounding across compilations: draws of
+    # N(1.25, 0.5^2) agree to 1e-3 unless an accept/reject decision flips,
+    # which needs a uniform within ~1e-6 of an acceptance ratio. Resampling
+    # between modes (rebalancing, jumps) would turn rounding into other
+    # choices of particles: off here (the model has one mode).
+    y = jnp.array([1.0, 2.0, 0.5, 1.5])
+
+    def draws(key, y, step_size):
+        kernel = DilationKernel(normal_mean_model, step_size=step_size, **UNIMODAL)
+        mcmc = mcmc_for(kernel)
+        mcmc.run(key, y)
+        return mcmc.get_samples()["mu"]
+
+    eager = draws(jax.random.PRNGKey(0), y, 0.1)
+    jitted = jax.jit(draws)(jax.random.PRNGKey(0), y, 0.1)  # step_size traced
+    np.testing.assert_allclose(jitted, eager, atol=1e-3)
+
+
+def test_init_under_vmap_matches_init():
+    y = jnp.ones(3)
+    keys = jax.random.split(jax.random.PRNGKey(0), 128).reshape(2, 64, 2)
+
+    def init(keys):  # as above: unimodal, so rounding does not pick particles
+        kernel = DilationKernel(normal_mean_model, **UNIMODAL)
+        return kernel.init(keys, 60, model_args=(y,)).z
+
+    batched = jax.vmap(init)(keys)["mu"]
+    assert batched.shape == (2, 64)
+    np.testing.assert_allclose(batched[1], init(keys[1])["mu"], atol=1e-3)
+
+
+@pytest.mark.parametrize("collect", ["post_warmup_state", "last_state"])
+def test_warmup_then_run_gives_the_one_shot_draws(collect):
+    # NumPyro's contract: run(k) == warmup(k) then run(state.rng_key); MCMC
+    # hands an ensemble kernel rng_key[0] of the state's keys to continue.
+    y = jnp.array([1.0, 2.0, 0.5, 1.5])
+    one_shot = mcmc_for(DilationKernel(normal_mean_model))
+    one_shot.run(jax.random.PRNGKey(0), y)
+    split = mcmc_for(DilationKernel(normal_mean_model))
+    split.warmup(jax.random.PRNGKey(0), y)
+    split.run(getattr(split, collect).rng_key, y)
+    np.testing.assert_allclose(
+        split.get_samples()["mu"], one_shot.get_samples()["mu"], atol=1e-5
+    )
 
 
 def test_potential_fn_needs_init_params_with_chain_axis():
@@ -209,29 +285,36 @@ def test_bad_center_shape_and_non_finite_start():
     ],
 )
 def test_schedules_and_centres(options):
-    # Warmup visits the levels in order, starting from the first one, and every
-    # option still samples the posterior: mean within 0.25 (5 se, see above).
+    # The run's levels are in order, from the first one to 1 (the sampler
+    # visits them in the calendar's order: tests/core/test_calendar.py), and
+    # every option still samples the posterior: mean within 0.25 (5 se, above).
     y = jnp.array([1.0, 2.0, 0.5, 1.5])
     mcmc = mcmc_for(DilationKernel(normal_mean_model, **options), num_warmup=100)
-    mcmc.warmup(jax.random.PRNGKey(0), y, collect_warmup=True)
-    levels = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["dilation_level"][0])
+    mcmc.warmup(jax.random.PRNGKey(0), y)
+    levels = np.asarray(mcmc.post_warmup_state.sampler_state.calendar.levels)
     assert np.all(np.diff(levels) >= 0) and levels[-1] == 1.0 and levels[0] < 0.05
+    assert np.all(np.asarray(mcmc.post_warmup_state.dilation_level) == 1.0)
     mcmc.run(jax.random.PRNGKey(1), y)
     assert abs(float(mcmc.get_samples()["mu"].mean()) - posterior_mean(y)) < 0.25
 
 
 def test_particles_start_at_their_centres():
-    # Before the first step every particle sits at its Dirac centre; with
-    # center="shared" that is one point, the mean of the initial points. After a
-    # step at l_min = 1e-6 the path positions y = c + sqrt(l) (x - c) are still
-    # within sqrt(l_min) |x - c| ~ 1e-3 of it.
-    kernel = DilationKernel(normal_mean_model, center="shared", lambda_min=1e-6)
+    # Every particle starts at its Dirac centre; with center="shared" that is
+    # one point, the mean of the initial points. After one warmup step at
+    # l_min = 1e-6 the path positions y = c + sqrt(l) (x - c) are still within
+    # sqrt(l_min) |x - c| ~ 1e-3 of it.
+    kernel = DilationKernel(
+        normal_mean_model,
+        center="shared",
+        lambda_min=1e-6,
+        anneal_fraction=1.0,
+        num_levels=2,
+    )
     keys = jax.random.split(jax.random.PRNGKey(0), 64)
     y = jnp.ones(3)
-    state = kernel.init(keys, 100, model_args=(y,))
-    mu = np.asarray(state.z["mu"])
-    np.testing.assert_allclose(mu, mu.mean(), atol=1e-6)
-    state = kernel.sample(state, (y,), {})
+    state = kernel.init(keys, 1, model_args=(y,))
+    center = np.asarray(state.sampler_state.particles.center)
+    np.testing.assert_allclose(center, center.mean(), atol=1e-6)
     assert float(state.dilation_level[0]) == pytest.approx(1e-6)
-    path = np.asarray(state.sampler_state.position)
+    path = np.asarray(state.sampler_state.particles.position)
     assert np.ptp(path) < 1e-2 < np.ptp(np.asarray(state.z["mu"]))

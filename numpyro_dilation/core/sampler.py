@@ -1,0 +1,466 @@
+"""The annealed population sampler on flat arrays: phases, one step per iteration.
+
+Iteration ``t`` of a run with ``W`` warmup iterations, ``A <= W`` of them
+annealing over the levels ``l_0 < ... < l_{K-1} = 1`` (docs/design.md section 3);
+every iteration at which something happens is read from the run's
+``calendar.Calendar``, which states them all:
+
+* ``t < A``   anneal: level ``l_t = levels[floor(t K / A)]``; each particle runs
+  Langevin steps on the dilated density ``p_l`` around its own centre, step
+  ``h = eps * l`` (scale-aware: this is a step ``eps`` on ``p`` in target
+  coordinates). The first iteration of a new level only re-evaluates the
+  particles under it (one gradient, no move), so every iteration costs exactly
+  one gradient per particle.
+* ``A <= t < W``  tune at ``l = 1``: the preconditioner is re-estimated from the
+  population every iteration; ``eps`` keeps adapting; particles stuck far out
+  in the tails are replaced by copies of others (``stragglers``).
+* ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
+
+Multimodal targets (docs/multimodal.md), on by default:
+
+* at the calendar's mode-fit iterations (from ``t = A``, every ``p``
+  iterations while tuning), the population's
+  modes are found (``modes.find_modes``: no gradient); from ``t = A`` on, with
+  probability ``jump_prob`` per iteration (one coin for the population,
+  independent of the state), every particle makes an exact
+  Metropolis-Hastings jump from the mixture fitted to the modes (``jumps.step``)
+  instead of a Langevin step, as long as more than one mode was found;
+* at ``t = W - 1`` (the last warmup iteration) the modes are found again and
+  the population is rebalanced: each mode's mass is estimated by importance
+  sampling and particles are resampled between modes
+  (``rebalancing.rebalance``; its draws are the iteration's one evaluation per
+  particle). The modes, with their corrected masses, are then frozen: the jump
+  proposal of the sampling phase.
+
+Each kernel of the sampling phase (MALA, jump) leaves ``p`` invariant and the
+choice between them does not depend on the state, so sampling stays exact.
+
+Particles start at their Dirac centres (``y = c``), which is the law ``p_0``.
+The state holds its own calendar, so a step needs nothing but the state; the
+per-particle arrays are one sub-state (``Particles``), so resampling, straggler
+replacement and sharding act on it whole.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from numpyro_dilation.core import (
+    adaptation,
+    calendar,
+    dilation_path,
+    langevin,
+    stragglers,
+)
+from numpyro_dilation.core.multimodal import jumps, modes, rebalancing
+from numpyro_dilation.core.options import DEFAULT_OPTIONS, SamplerOptions
+from numpyro_dilation.core.preconditioner import make_preconditioner
+
+__all__ = [
+    "SamplerOptions",
+    "Particles",
+    "SamplerState",
+    "SamplerInfo",
+    "init",
+    "step",
+    "sample_step",
+    "target_position",
+    "target_potential",
+    "num_evaluations",
+]
+
+LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
+
+
+class Particles(NamedTuple):
+    """Every per-particle array, particle axis first; ``logdensity`` and its
+    gradient are those of ``p_lam`` at ``position`` (path coordinates)."""
+
+    position: Array
+    center: Array
+    logdensity: Array
+    logdensity_grad: Array
+    accept_prob: Array
+    diverging: Array
+    jump_accept_prob: Array
+
+
+class SamplerState(NamedTuple):
+    """Population state: the particles and what they share."""
+
+    iteration: Array
+    particles: Particles
+    lam: Array
+    step_size: adaptation.StepSizeState
+    inv_mass: Array
+    calendar: calendar.Calendar
+    modes: modes.Modes
+    jump_block: jumps.BlockChoice
+
+
+class SamplerInfo(NamedTuple):
+    """What an iteration did: re-evaluated at a new level, jumped, rebalanced
+    (none of them: a Langevin move)."""
+
+    is_rescale: Array
+    is_jump: Array
+    is_rebalance: Array
+
+
+def _evaluate(logdensity_and_grad_fn: LogDensityAndGrad, y, center, lam):
+    return jax.vmap(
+        lambda yi, ci: dilation_path.logdensity_and_score(
+            logdensity_and_grad_fn, yi, ci, lam
+        )
+    )(y, center)
+
+
+def target_potential(state: SamplerState) -> Array:
+    """``-log p(x)`` at each particle, from ``log p_l(y) = -d/2 log l + log p(x)``."""
+    particles = state.particles
+    d = particles.position.shape[-1]
+    return -(particles.logdensity + 0.5 * d * jnp.log(state.lam))
+
+
+def target_position(state: SamplerState) -> Array:
+    """``x = c + (y - c) / sqrt(l)`` for each particle."""
+    particles = state.particles
+    return dilation_path.to_target(particles.position, particles.center, state.lam)
+
+
+def num_evaluations(
+    run_calendar: calendar.Calendar,
+    num_particles: int,
+    num_iterations: int,
+    options: SamplerOptions = DEFAULT_OPTIONS,
+) -> int:
+    """Log-density evaluations (with gradients but for a rebalancing's) of the
+    first ``num_iterations`` iterations: one per particle per iteration, plus
+    those of each mode fit (``modes.fit_evaluations``)."""
+    fits = calendar.mode_fit_iterations(run_calendar)
+    num_fits = int(jnp.sum(fits < num_iterations))
+    return num_particles * num_iterations + num_fits * modes.fit_evaluations(
+        num_particles, options.max_modes
+    )
+
+
+def init(
+    center: Array,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    run_calendar: calendar.Calendar,
+    options: SamplerOptions = DEFAULT_OPTIONS,
+    step_size: float = 0.1,
+    inv_mass: Array | None = None,
+) -> SamplerState:
+    """All particles at their centres (``y = c``), at the first level, no modes yet.
+
+    :param center: ``(n, d)`` the Dirac centres, one per particle.
+    :param run_calendar: ``calendar.build_calendar(num_warmup, options)``.
+    :param step_size: the initial ``eps`` (target-space units).
+    :param inv_mass: the initial preconditioner (default: the identity, dense
+        when ``options.dense_mass``).
+    """
+    n, d = center.shape
+    if inv_mass is None:
+        inv_mass = (
+            jnp.eye(d, dtype=center.dtype)
+            if options.dense_mass
+            else jnp.ones(d, center.dtype)
+        )
+    lam = calendar.level_at(run_calendar, jnp.zeros((), int))
+    logdensity, grad = _evaluate(logdensity_and_grad_fn, center, center, lam)
+    return SamplerState(
+        iteration=jnp.zeros((), int),
+        particles=Particles(
+            position=center,
+            center=center,
+            logdensity=logdensity,
+            logdensity_grad=grad,
+            accept_prob=jnp.ones(n, center.dtype),
+            diverging=jnp.zeros(n, bool),
+            jump_accept_prob=jnp.zeros(n, center.dtype),
+        ),
+        lam=lam,
+        step_size=adaptation.step_size_init(step_size),
+        inv_mass=inv_mass,
+        calendar=run_calendar,
+        modes=modes.empty(n, d, options.max_modes, center.dtype),
+        jump_block=jumps.block_choice_init(center.dtype),
+    )
+
+
+def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
+    """Re-evaluate every particle under the new level ``lam`` (y fixed).
+
+    A particle whose density is not finite there is flagged divergent and keeps
+    its target-space position instead (``y`` re-mapped so that ``x`` is unchanged).
+    """
+    particles = state.particles
+    logdensity, grad = _evaluate(
+        logdensity_and_grad_fn, particles.position, particles.center, lam
+    )
+    bad = ~(jnp.isfinite(logdensity) & jnp.all(jnp.isfinite(grad), axis=-1))
+    d = particles.position.shape[-1]
+    # log p(x) and grad log p(x) at the unchanged x, from the cached values.
+    kept_logdensity = -target_potential(state) - 0.5 * d * jnp.log(lam)
+    kept_grad = particles.logdensity_grad * jnp.sqrt(state.lam / lam)
+    kept = dilation_path.to_path(target_position(state), particles.center, lam)
+    return state._replace(
+        lam=lam,
+        particles=particles._replace(
+            position=jnp.where(bad[:, None], kept, particles.position),
+            logdensity=jnp.where(bad, kept_logdensity, logdensity),
+            logdensity_grad=jnp.where(bad[:, None], kept_grad, grad),
+            diverging=bad,
+        ),
+    )
+
+
+def _after_metropolis(particles: Particles, new, info, accept_field: str) -> Particles:
+    """The particles after a Metropolis-Hastings step (Langevin or jump): the
+    new positions and cache, the acceptance probability in ``accept_field``."""
+    return particles._replace(
+        position=new.position,
+        logdensity=new.logdensity,
+        logdensity_grad=new.logdensity_grad,
+        diverging=info.is_divergent,
+        **{accept_field: info.acceptance_rate},
+    )
+
+
+def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``.
+
+    The proposal noise and the accept uniforms of the whole population are drawn
+    in one call each (one key per particle costs more than a cheap target).
+    """
+    particles = state.particles
+    h = jnp.exp(state.step_size.log_step_size) * lam
+    precond = make_preconditioner(state.inv_mass)
+    key_noise, key_accept = jax.random.split(key)
+    y = particles.position
+    z = jax.random.normal(key_noise, y.shape, y.dtype)
+    log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
+
+    def one(z, log_uniform, y, c, logdensity, grad):
+        fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
+            logdensity_and_grad_fn, yi, c, lam
+        )
+        return langevin.step_from_noise(
+            z,
+            log_uniform,
+            langevin.LangevinState(y, logdensity, grad),
+            fn,
+            h,
+            precond,
+            adjusted,
+        )
+
+    new, info = jax.vmap(one)(
+        z,
+        log_uniform,
+        y,
+        particles.center,
+        particles.logdensity,
+        particles.logdensity_grad,
+    )
+    return state._replace(
+        particles=_after_metropolis(particles, new, info, "accept_prob")
+    )
+
+
+def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
+    """One jump per particle from the mixture of the current modes.
+
+    Jumps happen at ``l = 1``, where path and target coordinates agree. During
+    warmup the squared jump distances tune the choice of block.
+    """
+    particles = state.particles
+    x = particles.position
+    new, info = jumps.step(
+        key,
+        langevin.LangevinState(x, particles.logdensity, particles.logdensity_grad),
+        logdensity_and_grad_fn,
+        modes.proposal(state.modes),
+        state.modes.marginals,
+        jumps.coordinate_prob(state.jump_block),
+    )
+    scale = jnp.std(x, axis=0)
+    squared = jnp.sum(((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1)
+    block = jax.tree.map(
+        lambda a, b: jnp.where(state.iteration < state.calendar.num_warmup, a, b),
+        jumps.update_block_choice(state.jump_block, squared, info.is_coordinate),
+        state.jump_block,
+    )
+    return state._replace(
+        jump_block=block,
+        particles=_after_metropolis(particles, new, info, "jump_accept_prob"),
+    )
+
+
+def _find_modes(key, state: SamplerState, logdensity_and_grad_fn, options):
+    """The modes of the population in target space (at ``l = 1``)."""
+    found, _ = modes.find_modes(
+        key,
+        target_position(state),
+        -target_potential(state),
+        logdensity_and_grad_fn,
+        options.max_modes,
+    )
+    return found
+
+
+def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
+    """Correct the masses of the modes just found; resample particles between them."""
+    index, found = rebalancing.rebalance(
+        key,
+        target_position(state),
+        state.modes,
+        lambda x: logdensity_and_grad_fn(x)[0],
+        options.min_mode_ess,
+    )
+    return state._replace(
+        particles=jax.tree.map(lambda a: a[index], state.particles), modes=found
+    )
+
+
+def _replace_stragglers(key, state: SamplerState) -> SamplerState:
+    """Warmup only: see ``stragglers``; the particles are copied whole."""
+    copied, _ = stragglers.replace_stragglers(
+        jax.random.fold_in(key, 1), state.particles, target_potential(state)
+    )
+    return state._replace(particles=copied)
+
+
+def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> SamplerState:
+    t = state.iteration
+    run_calendar = state.calendar
+    in_warmup = t < run_calendar.num_warmup
+    step_size = state.step_size
+    if options.adapt_step_size:
+        updated = adaptation.step_size_update(
+            step_size,
+            jnp.mean(state.particles.accept_prob),
+            options.target_accept_prob,
+            options.adaptation_gain,
+            calendar.in_step_size_window(run_calendar, t),
+        )
+        updated = jax.tree.map(
+            lambda new, old: jnp.where(in_warmup & moved, new, old), updated, step_size
+        )
+        frozen = updated._replace(
+            log_step_size=jnp.log(adaptation.final_step_size(updated))
+        )
+        step_size = jax.tree.map(
+            lambda a, b: jnp.where(t == run_calendar.num_warmup - 1, a, b),
+            frozen,
+            updated,
+        )
+    inv_mass = state.inv_mass
+    if options.adapt_inv_mass and state.particles.position.shape[0] > 1:
+        inv_mass = jax.lax.cond(
+            calendar.is_tuning(run_calendar, t),
+            lambda s: adaptation.population_inv_mass(
+                target_position(s), options.dense_mass, s.inv_mass
+            ).astype(s.inv_mass.dtype),
+            lambda s: s.inv_mass,
+            state,
+        )
+    return state._replace(step_size=step_size, inv_mass=inv_mass)
+
+
+def _multimodal(state: SamplerState, options: SamplerOptions) -> tuple[bool, bool]:
+    """Static: jumps on, rebalancing on; neither for a target without
+    dimensions (a model whose latent sites are empty), which has no modes."""
+    has_dims = state.particles.position.shape[-1] > 0
+    return options.jump_prob > 0 and has_dims, options.rebalance and has_dims
+
+
+def step(
+    key: Array,
+    state: SamplerState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    options: SamplerOptions,
+) -> tuple[SamplerState, SamplerInfo]:
+    """One iteration of the population (one gradient per particle)."""
+    t = state.iteration
+    run_calendar = state.calendar
+    key_move, key_modes, key_coin = jax.random.split(key, 3)
+    lam = calendar.level_at(run_calendar, t)
+    tuning = calendar.is_tuning(run_calendar, t)
+    is_rebalance = calendar.is_rebalance(run_calendar, t)
+    jumping, rebalancing = _multimodal(state, options)
+    if jumping or rebalancing:
+        state = jax.lax.cond(
+            calendar.is_mode_fit(run_calendar, t),
+            lambda s: s._replace(
+                modes=_find_modes(key_modes, s, logdensity_and_grad_fn, options)
+            ),
+            lambda s: s,
+            state,
+        )
+    is_jump = (
+        jumping
+        & (t >= run_calendar.num_anneal)
+        & ~is_rebalance
+        & (state.modes.num_modes > 1)
+        & (jax.random.uniform(key_coin) < options.jump_prob)
+    )
+    # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump, 3 rebalance.
+    branches = [
+        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options.adjusted),
+        lambda s: _rescale(s, lam, logdensity_and_grad_fn),
+        lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
+        lambda s: (
+            _rebalance(key_move, s, logdensity_and_grad_fn, options)
+            if rebalancing
+            else s
+        ),
+    ]
+    branch = jnp.where(
+        lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, 0))
+    )
+    state = jax.lax.switch(branch, branches, state)
+    state = _adapt(state, options, branch == 0)
+    if state.particles.position.shape[0] > 1:
+        state = jax.lax.cond(
+            tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
+        )
+    info = SamplerInfo(branch == 1, branch == 2, branch == 3)
+    return state._replace(iteration=t + 1), info
+
+
+def sample_step(
+    key: Array,
+    state: SamplerState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    options: SamplerOptions,
+) -> tuple[SamplerState, SamplerInfo]:
+    """One sampling iteration (``t >= W``, everything frozen, ``l = 1``): a
+    Langevin move or, with probability ``jump_prob`` once several modes were
+    found, a jump. The same draws as ``step`` there, with none of warmup's work
+    (mode fits, rebalancing, adaptation, stragglers) in the compiled program."""
+    key_move, _, key_coin = jax.random.split(key, 3)
+    jumping, _ = _multimodal(state, options)
+
+    def move(s):
+        return _move(key_move, s, s.lam, logdensity_and_grad_fn, options.adjusted)
+
+    if jumping:
+        is_jump = (state.modes.num_modes > 1) & (
+            jax.random.uniform(key_coin) < options.jump_prob
+        )
+        state = jax.lax.cond(
+            is_jump,
+            lambda s: _jump(key_move, s, logdensity_and_grad_fn),
+            move,
+            state,
+        )
+    else:
+        is_jump = jnp.zeros((), bool)
+        state = move(state)
+    info = SamplerInfo(jnp.zeros((), bool), is_jump, jnp.zeros((), bool))
+    return state._replace(iteration=state.iteration + 1), info

@@ -1,0 +1,74 @@
+"""The particle axis split over devices.
+
+A population step is elementwise over particles but for a few reductions over
+them (the mean acceptance that drives the step size, the population variance
+that sets the preconditioner). Place the population's arrays with a
+``NamedSharding`` that splits their leading (particle) axis over a 1-D mesh of
+devices, and the loop NumPyro compiles with ``jax.jit`` runs each device's
+particles there and turns those reductions into all-reduces (GSPMD): the draws
+are those of one device up to the order of floating-point sums, and the
+throughput grows with the number of devices. ``jax.devices()`` lists every
+device of every process of a multi-host JAX cluster, so the same code spans
+hosts (each process then holds its own devices' particles; gather the draws
+with ``jax.experimental.multihost_utils.process_allgather``). Multi-host runs
+are untested here; one host with several devices is tested on forced CPU
+devices (tests/core/test_sharding.py).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from numpyro_dilation.core.sampler import SamplerState
+
+__all__ = [
+    "PARTICLE_AXIS",
+    "particle_sharding",
+    "split",
+    "replicate",
+    "shard_particles",
+]
+
+PARTICLE_AXIS = "particles"
+"""Name of the mesh axis the particles are split along."""
+
+
+def particle_sharding(
+    num_particles: int, devices: Sequence[jax.Device] | None = None
+) -> NamedSharding | None:
+    """Split ``num_particles`` over ``devices`` (default: all), or ``None`` when
+    there is a single device or the particles do not divide evenly."""
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) < 2 or num_particles % len(devices):
+        return None
+    mesh = Mesh(np.asarray(devices), (PARTICLE_AXIS,))
+    return NamedSharding(mesh, PartitionSpec(PARTICLE_AXIS))
+
+
+def _place(tree: Any, sharding: NamedSharding) -> Any:
+    def put(x):
+        x = np.asarray(x)
+        # Every process holds the whole (identically computed) array and gives
+        # its own devices their slices: this also builds multi-host arrays.
+        return jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+    return jax.tree.map(put, tree)
+
+
+def split(tree: Any, sharding: NamedSharding) -> Any:
+    """Every array of ``tree`` split along its leading (particle) axis."""
+    return _place(tree, sharding)
+
+
+def replicate(tree: Any, sharding: NamedSharding) -> Any:
+    """Every array of ``tree`` whole on each device of ``sharding``'s mesh."""
+    return _place(tree, NamedSharding(sharding.mesh, PartitionSpec()))
+
+
+def shard_particles(state: SamplerState, sharding: NamedSharding) -> SamplerState:
+    """``state.particles`` split over the devices, everything else replicated."""
+    shared = replicate(state._replace(particles=None), sharding)
+    return shared._replace(particles=split(state.particles, sharding))

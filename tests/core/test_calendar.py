@@ -1,0 +1,116 @@
+"""The warmup calendar: what docs/calendar.md states, the sampler follows it, and
+the kernel's defaults are the core's."""
+
+import inspect
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numpyro_dilation import DilationKernel, core
+from numpyro_dilation.core import calendar
+
+DOC = Path(__file__).parents[2] / "docs" / "calendar.md"
+
+
+def _documented_mode_fits() -> dict[int, list[int]]:
+    """Rows ``| W | A | t, t, ... |`` of the table of mode fits in the docs."""
+    rows = re.findall(
+        r"^\|\s*(\d+)\s*\|\s*(\d+)\s*\|\s*([\d, ]+?)\s*\|", DOC.read_text(), re.M
+    )
+    return {int(w): [int(t) for t in fits.split(",")] for w, _, fits in rows}
+
+
+def test_the_documented_mode_fits_are_the_calendars():
+    documented = _documented_mode_fits()
+    assert 500 in documented and len(documented) >= 3
+    for num_warmup, fits in documented.items():
+        found = calendar.mode_fit_iterations(calendar.build_calendar(num_warmup))
+        assert found.tolist() == fits, num_warmup
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(num_warmup=st.integers(8, 2000), fraction=st.floats(0.0, 0.9))
+def test_mode_fits_are_while_tuning_four_or_five_and_the_rebalancing(
+    num_warmup, fraction
+):
+    cal = calendar.build_calendar(num_warmup, anneal_fraction=fraction)
+    num_anneal, tune = int(cal.num_anneal), num_warmup - int(cal.num_anneal)
+    fits = calendar.mode_fit_iterations(cal)
+    if tune == 0:
+        assert fits.size == 0
+        return
+    assert fits[0] == num_anneal and fits[-1] == num_warmup - 1
+    assert np.all((fits >= num_anneal) & (fits < num_warmup))
+    periodic = [t for t in fits if (t - num_anneal) % max(tune // 4, 1) == 0]
+    if tune >= 8:
+        assert len(periodic) == (4 if tune % 4 == 0 else 5)
+    # Options switch them off: no jumps, no periodic fits; no rebalancing, none
+    # at the end.
+    no_jumps = calendar.build_calendar(
+        num_warmup, core.SamplerOptions(jump_prob=0.0), anneal_fraction=fraction
+    )
+    assert calendar.mode_fit_iterations(no_jumps).tolist() == [num_warmup - 1]
+    neither = calendar.build_calendar(
+        num_warmup,
+        core.SamplerOptions(jump_prob=0.0, rebalance=False),
+        anneal_fraction=fraction,
+    )
+    assert calendar.mode_fit_iterations(neither).size == 0
+
+
+def test_windows_lie_inside_the_tuning_phase():
+    cal = calendar.build_calendar(500)
+    assert int(cal.num_anneal) == 250
+    assert 250 <= int(cal.step_size_window_start) < 500
+    assert int(calendar.monitor_window(cal)) == 125
+    assert int(cal.monitor_start) == 375
+
+
+def test_the_sampler_follows_the_calendar():
+    # Level changes (re-evaluations) where the calendar's level changes, one
+    # rebalancing at W - 1, no jump before the tuning phase.
+    num_warmup, n, d = 40, 64, 2
+    options = core.SamplerOptions()
+    cal = core.build_calendar(num_warmup, options, num_levels=4)
+    fn = jax.value_and_grad(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2))
+    centers = jax.random.normal(jax.random.PRNGKey(0), (n, d))
+    state = core.init(centers, fn, cal, options)
+
+    def body(state, key):
+        return core.step(key, state, fn, options)
+
+    keys = jax.random.split(jax.random.PRNGKey(1), num_warmup + 5)
+    _, info = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    t = jnp.arange(num_warmup + 5)
+    levels = np.asarray(jax.vmap(lambda i: calendar.level_at(cal, i))(t))
+    changed = np.concatenate([[False], levels[1:] != levels[:-1]])
+    np.testing.assert_array_equal(np.asarray(info.is_rescale), changed)
+    assert np.flatnonzero(np.asarray(info.is_rebalance)).tolist() == [num_warmup - 1]
+    assert not np.any(np.asarray(info.is_jump)[: int(cal.num_anneal)])
+
+
+@pytest.mark.parametrize(
+    "name, source",
+    [
+        ("anneal_fraction", calendar.build_calendar),
+        ("num_levels", calendar.build_calendar),
+        ("schedule", calendar.build_calendar),
+        ("lambda_min", calendar.build_calendar),
+        ("step_size", core.init),
+    ],
+)
+def test_the_kernel_defaults_are_the_cores(name, source):
+    kernel = inspect.signature(DilationKernel.__init__).parameters[name].default
+    assert kernel == inspect.signature(source).parameters[name].default
+
+
+@pytest.mark.parametrize("name", ["jump_prob", "max_modes", "rebalance", "dense_mass"])
+def test_the_kernel_option_defaults_are_the_cores(name):
+    kernel = inspect.signature(DilationKernel.__init__).parameters[name].default
+    assert kernel == core.DEFAULT_OPTIONS._asdict()[name]

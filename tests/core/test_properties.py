@@ -1,0 +1,542 @@
+"""Property-based tests (hypothesis) of the pure-JAX core.
+
+Every property is checked against an independent computation (autodiff, SciPy's
+Gaussian densities, NumPy linear algebra), for float32 and float64. Hypothesis
+runs derandomized: the examples are the same on every run. Tolerances are a few
+hundred units of the working precision scaled by the size of the quantities
+compared (float32: ``rtol=1e-4``; float64: ``rtol=1e-9``).
+"""
+
+import contextlib
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from numpyro_dilation.core import (
+    adaptation,
+    calendar,
+    dilation_path,
+    langevin,
+    level_schedule,
+    sampler,
+)
+from numpyro_dilation.core.options import SamplerOptions
+from numpyro_dilation.core.preconditioner import identity, make_preconditioner
+
+SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
+DTYPES = ["float32", "float64"]
+# float32 arrays with x64 on: a float64 step size must not promote them.
+MODES = [("float32", False), ("float64", True), ("float32", True)]
+RTOL = {"float32": 1e-4, "float64": 1e-9}
+
+# Few distinct shapes: each new shape costs a compilation.
+dims = st.sampled_from([1, 4])
+seeds = st.integers(0, 2**31 - 1)
+levels = st.floats(1e-4, 1.0)
+
+
+@contextlib.contextmanager
+def precision(dtype: str, x64: bool | None = None):
+    """float64 needs JAX's x64 mode; float32 runs without it unless ``x64``."""
+    with jax.enable_x64(dtype == "float64" if x64 is None else x64):
+        yield jnp.dtype(dtype)
+
+
+def student_t_params(key, d, dtype):
+    """Parameters ``(A, m)`` of a correlated multivariate Student-t (5 dof)."""
+    k1, k2 = jax.random.split(key)
+    a = jnp.eye(d, dtype=dtype) + 0.3 * jax.random.normal(k1, (d, d), dtype)
+    return a, jax.random.normal(k2, (d,), dtype)
+
+
+def student_t(params, x):
+    """A non-Gaussian smooth log density: ``-(5 + d)/2 log(1 + |A(x - m)|^2 / 5)``."""
+    a, m = params
+    r = a @ (x - m)
+    return -0.5 * (5.0 + x.shape[-1]) * jnp.log1p(jnp.sum(r**2) / 5.0)
+
+
+def student_t_value_and_grad(params):
+    return jax.value_and_grad(partial(student_t, params))
+
+
+# The helpers below are jitted at module level and take the target's parameters
+# as arguments: they compile once per shape and dtype, not once per example.
+
+
+@jax.jit
+def _scores(params, y, c, lam):
+    f = partial(student_t, params)
+    autodiff = jax.grad(lambda yi: dilation_path.logdensity(f, yi, c, lam))(y)
+    closed_form = dilation_path.score(f, y, c, lam)
+    value, both = dilation_path.logdensity_and_score(jax.value_and_grad(f), y, c, lam)
+    return autodiff, closed_form, both, value, dilation_path.logdensity(f, y, c, lam)
+
+
+@jax.jit
+def _at_level_one(params, y, c):
+    f = partial(student_t, params)
+    one = jnp.ones((), y.dtype)
+    return (
+        dilation_path.to_target(y, c, one),
+        dilation_path.to_path(y, c, one),
+        dilation_path.logdensity(f, y, c, one),
+        f(y),
+        dilation_path.score(f, y, c, one),
+        jax.grad(f)(y),
+    )
+
+
+@jax.jit
+def _proposal_and_log_ratio(key, params, x, h, precond):
+    f = student_t_value_and_grad(params)
+    state = langevin.init(x, f)
+    proposal = langevin.init(langevin.propose(key, state, h, precond), f)
+    return state, proposal, langevin.log_acceptance_ratio(state, proposal, h, precond)
+
+
+@partial(jax.jit, static_argnames="adjusted")
+def _langevin_step(key, params, state, h, precond, adjusted):
+    return langevin.step(
+        key, state, student_t_value_and_grad(params), h, precond, adjusted
+    )
+
+
+@partial(jax.jit, static_argnames="options")
+def _sampler_step(key, params, state, options):
+    return sampler.step(key, state, student_t_value_and_grad(params), options)[0]
+
+
+@jax.jit
+def _cache_of(params, state):
+    f = student_t_value_and_grad(params)
+    return jax.vmap(
+        lambda y, c: dilation_path.logdensity_and_score(f, y, c, state.lam)
+    )(state.particles.position, state.particles.center)
+
+
+def random_preconditioner(key, d, dense, dtype):
+    if dense:
+        b = jax.random.normal(key, (d, d), dtype)
+        return make_preconditioner(b @ b.T / d + 0.5 * jnp.eye(d, dtype=dtype))
+    return make_preconditioner(jnp.exp(jax.random.normal(key, (d,), dtype)))
+
+
+def random_instance(seed, d, dtype):
+    """A Student-t target, a position and a centre."""
+    keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return (
+        student_t_params(keys[0], d, dtype),
+        jax.random.normal(keys[1], (d,), dtype),
+        3.0 * jax.random.normal(keys[2], (d,), dtype),
+    )
+
+
+# ---------------------------------------------------------------- dilation path
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(d=dims, seed=seeds, lam=levels)
+def test_score_is_the_gradient_of_the_dilated_log_density(dtype, d, seed, lam):
+    with precision(dtype) as dt:
+        params, y, c = random_instance(seed, d, dt)
+        autodiff, closed_form, both, value, logdensity = _scores(
+            params, y, c, jnp.asarray(lam, dt)
+        )
+        scale = float(jnp.max(jnp.abs(autodiff))) + 1.0
+        np.testing.assert_allclose(closed_form, autodiff, atol=RTOL[dtype] * scale)
+        np.testing.assert_allclose(both, autodiff, atol=RTOL[dtype] * scale)
+        np.testing.assert_allclose(value, logdensity, rtol=RTOL[dtype])
+        assert closed_form.dtype == both.dtype == value.dtype == dt
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(d=dims, seed=seeds)
+def test_path_is_the_identity_at_level_one(dtype, d, seed):
+    with precision(dtype) as dt:
+        params, y, c = random_instance(seed, d, dt)
+        x, back, logdensity, expected, score, grad = _at_level_one(params, y, c)
+        rtol = RTOL[dtype]
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(back, y, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(logdensity, expected, rtol=rtol, atol=rtol)
+        np.testing.assert_allclose(score, grad, rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(d=dims, seed=seeds, lam=levels)
+def test_dilated_gaussian_is_the_scaled_gaussian(dtype, d, seed, lam):
+    # X ~ N(m, S)  =>  c + sqrt(l)(X - c) ~ N(c + sqrt(l)(m - c), l S): checked
+    # against SciPy's density in float64, a computation independent of the code.
+    with precision(dtype) as dt:
+        keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+        b = np.asarray(jax.random.normal(keys[0], (d, d)), float)
+        cov = b @ b.T / d + 0.5 * np.eye(d)
+        m = np.asarray(jax.random.normal(keys[1], (d,)), float)
+        c = np.asarray(jax.random.normal(keys[2], (d,)), float)
+        y = np.asarray(jax.random.normal(keys[3], (d,)), float)
+        target = scipy.stats.multivariate_normal(m, cov)
+        prec = jnp.asarray(np.linalg.inv(cov), dt)
+
+        def f(x):
+            r = x - jnp.asarray(m, dt)
+            return -0.5 * r @ prec @ r - 0.5 * np.linalg.slogdet(2 * np.pi * cov)[1]
+
+        dilated = scipy.stats.multivariate_normal(c + np.sqrt(lam) * (m - c), lam * cov)
+        got = dilation_path.logdensity(
+            f, jnp.asarray(y, dt), jnp.asarray(c, dt), jnp.asarray(lam, dt)
+        )
+        expected = dilated.logpdf(y)
+        assert np.isclose(target.logpdf(m), f(jnp.asarray(m, dt)), rtol=RTOL[dtype])
+        np.testing.assert_allclose(
+            got, expected, rtol=RTOL[dtype], atol=RTOL[dtype] * (1 + abs(expected))
+        )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(d=dims, seed=seeds, lam=levels)
+def test_to_path_inverts_to_target(dtype, d, seed, lam):
+    with precision(dtype) as dt:
+        y, c = jax.random.normal(jax.random.PRNGKey(seed), (2, d), dt)
+        lam = jnp.asarray(lam, dt)
+        x = dilation_path.to_target(y, c, lam)
+        back = dilation_path.to_path(x, c, lam)
+        # |x| grows like 1/sqrt(l): the round trip loses that many ulps.
+        scale = float(jnp.max(jnp.abs(x))) * float(jnp.sqrt(lam)) + 1.0
+        np.testing.assert_allclose(back, y, atol=RTOL[dtype] * scale)
+        assert x.dtype == back.dtype == dt
+
+
+# ---------------------------------------------------------------- Langevin step
+
+
+def _independent_log_ratio(x, xp, g, gp, logp, logpp, h, inv_mass):
+    """``log p(x') + log q(x | x') - log p(x) - log q(x' | x)`` with SciPy."""
+    cov = 2 * h * (inv_mass if inv_mass.ndim == 2 else np.diag(inv_mass))
+    drift = (lambda v: inv_mass @ v) if inv_mass.ndim == 2 else (lambda v: inv_mass * v)
+    forward = scipy.stats.multivariate_normal(x + h * drift(g), cov).logpdf(xp)
+    backward = scipy.stats.multivariate_normal(xp + h * drift(gp), cov).logpdf(x)
+    return logpp + backward - logp - forward
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(d=dims, seed=seeds, log_h=st.floats(-4.0, 0.0))
+def test_mala_log_ratio_matches_independent_computation(dtype, dense, d, seed, log_h):
+    with precision(dtype) as dt:
+        keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+        params = student_t_params(keys[0], d, dt)
+        precond = random_preconditioner(keys[1], d, dense, dt)
+        h = jnp.asarray(10.0**log_h, dt)
+        x = jax.random.normal(keys[2], (d,), dt)
+        state, proposal, got = _proposal_and_log_ratio(keys[0], params, x, h, precond)
+        as64 = lambda a: np.asarray(a, float)  # noqa: E731
+        expected = _independent_log_ratio(
+            *map(as64, (state.position, proposal.position)),
+            *map(as64, (state.logdensity_grad, proposal.logdensity_grad)),
+            float(state.logdensity),
+            float(proposal.logdensity),
+            float(h),
+            as64(precond.inv_mass),
+        )
+        # The ratio is a difference of terms of size |x - x'|^2 / h ~ d: the
+        # rounding error is the working precision times their size.
+        size = float(jnp.sum((proposal.position - state.position) ** 2) / h) + d + 1
+        assert got.dtype == dt
+        np.testing.assert_allclose(got, expected, atol=10 * RTOL[dtype] * size)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@SETTINGS
+@given(d=dims, seed=seeds)
+def test_acceptance_tends_to_one_as_step_size_vanishes(dense, d, seed):
+    # For fixed noise z the MALA log-ratio is O(h^{3/2}) (Roberts & Rosenthal 1998):
+    # dividing h by 100 divides |r| by about 1000; we ask for a factor 100, and
+    # acceptance above 1 - 1e-6 at h = 1e-8.
+    with precision("float64") as dt:
+        keys = jax.random.split(jax.random.PRNGKey(seed), 4)
+        params = student_t_params(keys[0], d, dt)
+        precond = random_preconditioner(keys[1], d, dense, dt)
+        x = jax.random.normal(keys[2], (d,), dt)
+        ratios = [
+            abs(float(_proposal_and_log_ratio(keys[3], params, x, h, precond)[2]))
+            for h in jnp.asarray([1e-4, 1e-6, 1e-8])
+        ]
+        assert ratios[1] <= ratios[0] / 100 + 1e-12
+        assert ratios[2] <= ratios[1] / 100 + 1e-12
+        state = langevin.init(x, student_t_value_and_grad(params))
+        _, info = _langevin_step(
+            keys[3], params, state, jnp.asarray(1e-8), precond, True
+        )
+        assert float(info.acceptance_rate) > 1 - 1e-6
+
+
+@pytest.mark.parametrize("adjusted", [True, False])
+@pytest.mark.parametrize(("dtype", "x64"), MODES)
+@SETTINGS
+@given(d=dims, seed=seeds, log_h=st.floats(-4.0, 1.0))
+def test_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted, d, seed, log_h):
+    # Whatever happens (accept, reject), the returned log density and gradient are
+    # those at the returned position; shapes and dtypes are those of the input.
+    # The step size is given in float64 where x64 is on, which must not promote.
+    with precision(dtype, x64) as dt:
+        keys = jax.random.split(jax.random.PRNGKey(seed), 3)
+        params = student_t_params(keys[0], d, dt)
+        f = student_t_value_and_grad(params)
+        state = langevin.init(jax.random.normal(keys[1], (d,), dt), f)
+        h = jnp.asarray(10.0**log_h, float)
+        new, info = _langevin_step(
+            keys[2], params, state, h, identity(d, dtype=dt), adjusted
+        )
+        value, grad = f(new.position)
+        np.testing.assert_allclose(new.logdensity, value, rtol=RTOL[dtype])
+        np.testing.assert_allclose(new.logdensity_grad, grad, rtol=RTOL[dtype])
+        for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype == dt
+        assert info.acceptance_rate.dtype == dt
+        if not adjusted:
+            assert bool(info.is_accepted)
+        if not bool(info.is_accepted):
+            np.testing.assert_array_equal(new.position, state.position)
+
+
+def _nan_below_zero(x):
+    return jnp.where(x[0] > 0, -0.5 * jnp.sum(x**2), jnp.nan)
+
+
+@partial(jax.jit, static_argnames="adjusted")
+def _nan_step(key, state, adjusted):
+    f = jax.value_and_grad(_nan_below_zero)
+    d = state.position.shape[0]
+    return langevin.step(key, state, f, jnp.asarray(4.0), identity(d), adjusted)
+
+
+@pytest.mark.parametrize("adjusted", [True, False])
+@SETTINGS
+@given(d=dims, seed=seeds)
+def test_non_finite_proposal_is_rejected_and_divergent(adjusted, d, seed):
+    state = langevin.init(jnp.full((d,), 1e-3), jax.value_and_grad(_nan_below_zero))
+    # A step from next to the boundary crosses it about half of the time: those
+    # moves must be refused, whatever the step.
+    new, info = _nan_step(jax.random.PRNGKey(seed), state, adjusted)
+    if bool(info.is_divergent):
+        assert not bool(info.is_accepted)
+        assert float(info.acceptance_rate) == 0.0
+        np.testing.assert_array_equal(new.position, state.position)
+    assert np.all(np.isfinite(np.asarray(new.position)))
+    assert np.isfinite(float(new.logdensity))
+
+
+# -------------------------------------------------------------- preconditioner
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(d=dims, seed=seeds)
+def test_preconditioner_factorises_inverse_mass(dtype, dense, d, seed):
+    with precision(dtype) as dt:
+        k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+        p = random_preconditioner(k1, d, dense, dt)
+        m = np.asarray(p.inv_mass, float)
+        m = m if dense else np.diag(m)
+        v = jax.random.normal(k2, (d,), dt)
+        rtol = 10 * RTOL[dtype]
+        np.testing.assert_allclose(p.apply(v), m @ np.asarray(v, float), rtol=rtol)
+        np.testing.assert_allclose(p.whiten(p.scale_noise(v)), v, rtol=rtol, atol=rtol)
+        w = np.asarray(p.whiten(v), float)
+        np.testing.assert_allclose(
+            w @ w,
+            np.asarray(v, float) @ np.linalg.solve(m, np.asarray(v, float)),
+            rtol=rtol,
+        )
+        np.testing.assert_allclose(
+            p.log_det_sqrt(), 0.5 * np.linalg.slogdet(m)[1], rtol=rtol, atol=rtol
+        )
+        for out in (p.apply(v), p.scale_noise(v), p.whiten(v), p.log_det_sqrt()):
+            assert out.dtype == dt
+
+
+# ------------------------------------------------------------------ adaptation
+
+
+@SETTINGS
+@given(
+    log_eps=st.floats(-10.0, 5.0),
+    accept=st.floats(0.0, 1.0),
+    target=st.floats(0.05, 0.95),
+    gain=st.floats(0.01, 2.0),
+)
+def test_step_size_moves_towards_the_target_acceptance(log_eps, accept, target, gain):
+    state = adaptation.StepSizeState(jnp.asarray(log_eps), jnp.zeros(()), 0)
+    new = adaptation.step_size_update(state, jnp.asarray(accept), target, gain, False)
+    change = float(new.log_step_size) - log_eps
+    np.testing.assert_allclose(change, gain * (accept - target), atol=1e-5)
+    assert int(new.count) == 0
+
+
+@SETTINGS
+@given(values=st.lists(st.floats(-2.0, 2.0), min_size=1, max_size=20))
+def test_final_step_size_is_the_window_geometric_mean(values):
+    state = adaptation.step_size_init(1.0)
+    for i, v in enumerate(values):
+        in_window = i >= len(values) // 2
+        state = adaptation.step_size_update(state, jnp.asarray(v), 0.0, 1.0, in_window)
+    logs = np.cumsum(values)
+    expected = np.exp(np.mean(logs[len(values) // 2 :]))
+    np.testing.assert_allclose(adaptation.final_step_size(state), expected, rtol=1e-4)
+
+
+_inv_mass = jax.jit(adaptation.population_inv_mass, static_argnames="dense")
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(
+    d=dims,
+    n=st.sampled_from([2, 40]),
+    seed=seeds,
+    log_scale=st.floats(-6.0, 6.0),
+    shift=st.floats(-10.0, 10.0),
+)
+def test_population_inv_mass_is_scale_equivariant(
+    dtype, dense, d, n, seed, log_scale, shift
+):
+    # Scale-free shrinkage: rescaling the population by s multiplies M by s^2,
+    # translating it changes nothing, and M is positive (definite).
+    with precision(dtype) as dt:
+        x = jax.random.normal(jax.random.PRNGKey(seed), (n, d), dt)
+        s = 10.0**log_scale
+        base = np.asarray(_inv_mass(x, dense), float)
+        moved = _inv_mass(jnp.asarray(s * x + shift * s, dt), dense)
+        assert moved.dtype == dt and moved.shape == ((d, d) if dense else (d,))
+        # Translation by shift * s costs |shift| ulps of s relative to the spread.
+        rtol = RTOL[dtype] * (1 + abs(shift))
+        np.testing.assert_allclose(
+            np.asarray(moved, float) / s**2, base, rtol=rtol, atol=rtol * base.max()
+        )
+        eig = np.linalg.eigvalsh(base) if dense else base
+        assert np.all(eig > 0)
+
+
+# ------------------------------------------------------------------- schedules
+
+
+@SETTINGS
+@given(k=st.integers(2, 200), lambda_min=st.floats(1e-8, 0.99))
+def test_geometric_schedule_has_constant_ratio_and_ends_at_one(k, lambda_min):
+    levels = np.asarray(level_schedule.geometric(k, lambda_min), float)
+    assert levels.shape == (k,)
+    np.testing.assert_allclose(levels[[0, -1]], [lambda_min, 1.0], rtol=1e-5)
+    ratios = levels[1:] / levels[:-1]
+    assert np.all(ratios > 1)
+    np.testing.assert_allclose(ratios, ratios[0], rtol=1e-4)
+
+
+@SETTINGS
+@given(
+    raw=st.lists(st.floats(-1.0, 2.0, allow_nan=False), min_size=1, max_size=10),
+)
+def test_make_levels_accepts_exactly_the_valid_arrays(raw):
+    valid = (
+        all(0 < v <= 1 for v in raw)
+        and all(b >= a for a, b in zip(raw, raw[1:], strict=False))
+        and raw[-1] == 1.0
+    )
+    if valid:
+        np.testing.assert_allclose(level_schedule.make_levels(raw, 0, 1e-4), raw)
+    else:
+        with pytest.raises(ValueError, match="schedule"):
+            level_schedule.make_levels(raw, 0, 1e-4)
+
+
+_levels_over_time = jax.jit(jax.vmap(calendar.level_at, in_axes=(None, 0)))
+
+
+@SETTINGS
+@given(k=st.sampled_from([1, 3, 40]), num_anneal=st.integers(0, 200))
+def test_level_at_is_non_decreasing_and_reaches_one(k, num_anneal):
+    levels = level_schedule.geometric(k, 1e-3)
+    sched = calendar.build_calendar(
+        num_anneal, anneal_fraction=1.0, num_levels=k, lambda_min=1e-3
+    )
+    path = np.asarray(_levels_over_time(sched, jnp.arange(256)))
+    assert np.all(np.diff(path) >= 0)
+    assert np.all(path[num_anneal:] == 1.0)
+    if num_anneal >= k:
+        assert path[0] == levels[0]
+        assert set(np.unique(path[:num_anneal])) == set(np.asarray(levels).tolist())
+
+
+# -------------------------------------------------------------------- sampler
+
+
+@pytest.mark.parametrize(
+    ("dtype", "x64", "adjusted"),
+    [(*mode, True) for mode in MODES] + [("float32", False, False)],
+)
+def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
+    # Through annealing, level changes, tuning and sampling the cached log density
+    # and score are those of p_l at the current position; every leaf keeps its
+    # dtype and shape (the step size is given as a Python float). Not a hypothesis
+    # test: each example would compile the whole sampler step.
+    with precision(dtype, x64) as dt:
+        n, d, num_anneal, num_warmup = 8, 3, 12, 18
+        keys = jax.random.split(jax.random.PRNGKey(0), 2)
+        params = student_t_params(keys[0], d, dt)
+        f = student_t_value_and_grad(params)
+        options = SamplerOptions(adjusted=adjusted)
+        sched = calendar.build_calendar(
+            num_warmup,
+            options,
+            anneal_fraction=num_anneal / num_warmup,
+            num_levels=4,
+            lambda_min=1e-2,
+            dtype=dt,
+        )
+        assert int(sched.num_anneal) == num_anneal
+        center = jax.random.normal(keys[1], (n, d), dt)
+        state = sampler.init(center, f, sched, options, 0.5, jnp.ones(d, dt))
+        for t in range(num_warmup + 3):
+            new = _sampler_step(jax.random.PRNGKey(t), params, state, options)
+            for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state), strict=True):
+                a, b = jnp.asarray(a), jnp.asarray(b)
+                assert a.shape == b.shape and a.dtype == b.dtype
+            state = new
+            value, grad = _cache_of(params, state)
+            np.testing.assert_allclose(
+                state.particles.logdensity, value, rtol=10 * RTOL[dtype]
+            )
+            np.testing.assert_allclose(
+                state.particles.logdensity_grad,
+                grad,
+                rtol=10 * RTOL[dtype],
+                atol=RTOL[dtype],
+            )
+        assert state.particles.position.dtype == dt
+
+
+def test_population_inv_mass_keeps_each_coordinate_scale():
+    # Scales 1e-6 and 1e6 in one population: each coordinate's M is its own
+    # shrunk variance (n + 5e-3)/(n + 5) var_i, not floored by the other one; a
+    # coordinate without spread keeps its previous value.
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 3)) * jnp.array([1e-6, 1e6, 0.0])
+    var = np.var(np.asarray(x, float), axis=0, ddof=1)
+    m = adaptation.population_inv_mass(x, previous=jnp.array([1.0, 1.0, 7.0]))
+    np.testing.assert_allclose(m[:2], (64 + 5e-3) / 69 * var[:2], rtol=1e-4)
+    assert float(m[2]) == 7.0
+    dense = adaptation.population_inv_mass(x, dense=True)
+    np.testing.assert_allclose(np.diagonal(dense)[:2], m[:2], rtol=1e-4)
+    assert float(dense[2, 2]) == 1.0 and float(jnp.abs(dense[2, :2]).max()) == 0.0
