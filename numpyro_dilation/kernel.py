@@ -326,6 +326,7 @@ class DilationKernel(MCMCKernel):
         self._sample_fn = None
         self._calendar = None
         self._num_particles = None
+        self._sampling_options = self._options
 
     @property
     def model(self) -> Callable | None:
@@ -500,6 +501,12 @@ class DilationKernel(MCMCKernel):
             pop, keys[0], num_warmup, model_args, model_kwargs
         )
         diagnostics.warn_end_of_warmup(pop, reference)
+        self._sampling_options = self._options
+        num_modes = pop.modes.num_modes
+        if not isinstance(num_modes, jax.core.Tracer) and int(num_modes) < 2:
+            # No jump can happen (one mode or none was found): the sampling
+            # program leaves the jump out, with the same draws.
+            self._sampling_options = self._options._replace(jump_prob=0.0)
         state = self._view(pop, jnp.zeros(center.shape[0], int), keys.at[0].set(key))
         if sharding is None:
             return state
@@ -588,7 +595,9 @@ class DilationKernel(MCMCKernel):
             fn = self._logdensity_and_grad(model_args, model_kwargs or {})
             population_key = _population_key(state.rng_key)
             population_key, key = jax.random.split(population_key)
-            pop, _ = sampler.sample_step(key, state.sampler_state, fn, self._options)
+            pop, _ = sampler.sample_step(
+                key, state.sampler_state, fn, self._sampling_options
+            )
             return self._view(
                 pop, state.i + 1, _with_population_key(state.rng_key, population_key)
             )
