@@ -307,7 +307,6 @@ class DilationKernel(MCMCKernel):
         self._center = center
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
-        self._dense_mass = bool(dense_mass)
         self._shard = shard_particles
         self._options = SamplerOptions(
             adjusted=step == "mala",
@@ -485,7 +484,7 @@ class DilationKernel(MCMCKernel):
         pop = sampler.init(
             center, logdensity_and_grad, self._calendar, self._options, self._step_size
         )
-        traced = isinstance(pop.particles.logdensity, jax.core.Tracer)
+        traced = not _is_concrete(pop.particles.logdensity)
         if not traced and not bool(jnp.all(jnp.isfinite(pop.particles.logdensity))):
             logdensity = np.asarray(pop.particles.logdensity)
             idx = np.flatnonzero(~np.isfinite(logdensity))[:10]
@@ -503,7 +502,7 @@ class DilationKernel(MCMCKernel):
         diagnostics.warn_end_of_warmup(pop, reference)
         self._sampling_options = self._options
         num_modes = pop.modes.num_modes
-        if not isinstance(num_modes, jax.core.Tracer) and int(num_modes) < 2:
+        if _is_concrete(num_modes) and int(num_modes) < 2:
             # No jump can happen (one mode or none was found): the sampling
             # program leaves the jump out, with the same draws.
             self._sampling_options = self._options._replace(jump_prob=0.0)
