@@ -36,7 +36,8 @@ too noisy to judge), a window of ``MIN_WINDOW`` iterations and at least one
 dimension (a model without latent sites has nothing that could move).
 
 They run automatically at the end of warmup, over the second half of the
-tuning phase (``track`` after every warmup iteration, then
+tuning phase (``track`` after every warmup iteration and ``end_of_warmup``
+after the last, inside the warmup's compiled program, then
 ``warn_end_of_warmup`` on the host once ``DilationKernel.init`` has run the
 warmup, so the warnings come from the user's ``mcmc.run``), and on demand over
 the sampling phase with ``check_run(mcmc)``.
@@ -65,6 +66,8 @@ __all__ = [
     "WarmupReference",
     "init_reference",
     "track",
+    "EndOfWarmup",
+    "end_of_warmup",
     "warn_end_of_warmup",
     "check_run",
 ]
@@ -265,24 +268,42 @@ def _warn_from_callback(accept_sum, diverging, before, after, window) -> None:
             print(f"DilationWarning: {message}", file=sys.stderr)
 
 
-def warn_end_of_warmup(state: sampler.SamplerState, reference: WarmupReference) -> None:
-    """Raise the warnings of ``population_warnings`` over the last ``k`` warmup
-    iterations as ``DilationWarning``, attributed to the user's call.
+class EndOfWarmup(NamedTuple):
+    """The end-of-warmup check's inputs, computed where the warmup ran (inside
+    its compiled program) so that only the host-side test is left."""
 
-    ``state`` is the population after warmup. Under a JAX transformation (the
-    values are not concrete) the check runs in a ``jax.debug.callback`` when
-    the computation reaches it instead.
-    """
-    window = calendar.monitor_window(state.calendar)
-    args = (
+    accept_sum: Array  # each particle's summed acceptance over the window
+    diverging: Array  # the last iteration's divergence flags
+    before: Array  # target-space positions at iteration W - k
+    after: Array  # target-space positions after warmup
+    window: Array  # k
+
+
+def end_of_warmup(
+    state: sampler.SamplerState, reference: WarmupReference
+) -> EndOfWarmup:
+    """What ``warn_end_of_warmup`` tests, from the population after warmup."""
+    return EndOfWarmup(
         reference.accept_sum,
         state.particles.diverging,
         reference.position,
         sampler.target_position(state),
+        calendar.monitor_window(state.calendar),
     )
-    if any(isinstance(a, jax.core.Tracer) for a in (window, *args)):
-        jax.debug.callback(_warn_from_callback, *args, window)
+
+
+def warn_end_of_warmup(statistics: EndOfWarmup) -> None:
+    """Raise the warnings of ``population_warnings`` over the last ``k`` warmup
+    iterations (``statistics`` from ``end_of_warmup``) as ``DilationWarning``,
+    attributed to the user's call.
+
+    Under a JAX transformation (the values are not concrete) the check runs in
+    a ``jax.debug.callback`` when the computation reaches it instead.
+    """
+    if any(isinstance(a, jax.core.Tracer) for a in statistics):
+        jax.debug.callback(_warn_from_callback, *statistics)
         return
+    *args, window = statistics
     _warn(_end_of_warmup_messages(*args, int(window)))
 
 

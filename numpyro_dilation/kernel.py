@@ -106,6 +106,28 @@ def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
     return jax.value_and_grad(f)
 
 
+def _unravel_fn(init_params: Any) -> tuple[Callable, int, Any]:
+    """The unravel function of one chain's parameters, their flat size and
+    floating dtype, from the shapes alone (nothing is computed or compiled)."""
+    found = {}
+
+    def first_flat(params):
+        flat, found["unravel"] = ravel_pytree(jax.tree.map(lambda x: x[0], params))
+        return flat
+
+    flat = jax.eval_shape(first_flat, init_params)
+    dtype = flat.dtype if jnp.issubdtype(flat.dtype, jnp.floating) else float
+    return found["unravel"], flat.shape[0], jnp.dtype(jnp.result_type(dtype))
+
+
+def _flatten(init_params: Any, num_chains: int, dtype: Any) -> Array:
+    """``(num_chains, d)``: each chain's parameters raveled (``d = 0`` for a
+    model without latent sites)."""
+    if not jax.tree.leaves(init_params):
+        return jnp.zeros((num_chains, 0), dtype)
+    return jax.vmap(lambda p: ravel_pytree(p)[0])(init_params).astype(dtype)
+
+
 def _raise_for_discrete_sites(model, model_args, model_kwargs, err) -> None:
     """Turn NumPyro's failure on discrete latent sites into an error naming the fix."""
     trace = numpyro.handlers.trace(
@@ -455,22 +477,17 @@ class DilationKernel(MCMCKernel):
                 f"{diagnostics.MIN_WARMUP} (500 is typical)."
             )
         init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
-        if jax.tree.leaves(init_params):
-            flat = jax.vmap(lambda p: ravel_pytree(p)[0])(init_params)
-            first = jax.tree.map(lambda x: x[0], init_params)
-        else:  # a model without latent sites: zero dimensions
-            flat, first = jnp.zeros((keys.shape[0], 0)), {}
-        self._unravel_fn = ravel_pytree(first)[1]
-        if not jnp.issubdtype(flat.dtype, jnp.floating):
-            flat = flat.astype(jnp.result_type(float))
+        num_chains = keys.shape[0]
+        self._unravel_fn, dim, dtype = _unravel_fn(init_params)
         self._sequential = (
             False  # decided anew for this model, from its batch-free form
         )
         logdensity_and_grad = self._logdensity_and_grad(model_args, model_kwargs)
-        self._sequential = cpu_lapack.needs_sequential(logdensity_and_grad, flat[0])
+        self._sequential = cpu_lapack.needs_sequential(
+            logdensity_and_grad, jax.ShapeDtypeStruct((dim,), dtype)
+        )
         if self._sequential:
             logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
-        center = self._centers(flat)
         self._calendar = calendar.build_calendar(
             num_warmup,
             self._options,
@@ -478,51 +495,59 @@ class DilationKernel(MCMCKernel):
             num_levels=self._num_levels,
             schedule=self._schedule,
             lambda_min=self._lambda_min,
-            dtype=flat.dtype,
+            dtype=dtype,
         )
-        self._num_particles = center.shape[0]
-        pop = sampler.init(
-            center, logdensity_and_grad, self._calendar, self._options, self._step_size
-        )
+        self._num_particles = num_chains
+
+        def dilation_init(init_params, run_calendar, step_size):
+            flat = _flatten(init_params, num_chains, dtype)
+            return sampler.init(
+                self._centers(flat),
+                logdensity_and_grad,
+                run_calendar,
+                self._options,
+                step_size,
+            )
+
+        pop = jax.jit(dilation_init)(init_params, self._calendar, self._step_size)
         traced = not _is_concrete(pop.particles.logdensity)
-        if not traced and not bool(jnp.all(jnp.isfinite(pop.particles.logdensity))):
-            logdensity = np.asarray(pop.particles.logdensity)
+        logdensity = None if traced else np.asarray(pop.particles.logdensity)
+        if logdensity is not None and not np.all(np.isfinite(logdensity)):
             idx = np.flatnonzero(~np.isfinite(logdensity))[:10]
             raise ValueError(
                 f"The potential is not finite at the initial centres of chains "
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        sharding = None if traced else self._particle_sharding(center.shape[0])
+        sharding = None if traced else self._particle_sharding(num_chains)
         if sharding is not None:
             pop = shard_particles(pop, sharding)
-        pop, reference, key = self._warm_up(
-            pop, keys[0], num_warmup, model_args, model_kwargs
+        state, statistics, num_modes = self._warm_up(
+            pop, keys, num_warmup, model_args, model_kwargs
         )
-        diagnostics.warn_end_of_warmup(pop, reference)
+        diagnostics.warn_end_of_warmup(statistics)
         self._sampling_options = self._options
-        num_modes = pop.modes.num_modes
         if _is_concrete(num_modes) and int(num_modes) < 2:
             # No jump can happen (one mode or none was found): the sampling
             # program leaves the jump out, with the same draws.
             self._sampling_options = self._options._replace(jump_prob=0.0)
-        state = self._view(pop, jnp.zeros(center.shape[0], int), keys.at[0].set(key))
         if sharding is None:
             return state
         return state._replace(
             **split({name: getattr(state, name) for name in PER_CHAIN}, sharding)
         )
 
-    def _warm_up(self, pop, key, num_warmup, model_args, model_kwargs):
+    def _warm_up(self, pop, keys, num_warmup, model_args, model_kwargs):
         """The ``num_warmup`` warmup iterations, compiled on their own: the
         program of the sampling phase (``sample``) holds none of their work.
 
-        Returns the population after warmup, the end-of-warmup check's
-        statistics and the population's key, advanced as ``sample`` advances
-        it (one split per iteration: the same draws as one iteration at a time).
+        Returns the state after warmup, its population key advanced as
+        ``sample`` advances it (one split per iteration: the same draws as one
+        iteration at a time), the end-of-warmup check's statistics and the
+        number of modes found, all computed in the one program.
         """
 
-        def run(pop, key):
+        def dilation_warmup(pop, keys):
             fn = self._logdensity_and_grad(model_args, model_kwargs)
 
             def body(_, carry):
@@ -531,10 +556,13 @@ class DilationKernel(MCMCKernel):
                 pop, _ = sampler.step(step_key, pop, fn, self._options)
                 return pop, diagnostics.track(pop, reference), key
 
-            start = (pop, diagnostics.init_reference(pop), key)
-            return jax.lax.fori_loop(0, num_warmup, body, start)
+            start = (pop, diagnostics.init_reference(pop), keys[0])
+            pop, reference, key = jax.lax.fori_loop(0, num_warmup, body, start)
+            state = self._view(pop, jnp.zeros(keys.shape[0], int), keys.at[0].set(key))
+            statistics = diagnostics.end_of_warmup(pop, reference)
+            return state, statistics, pop.modes.num_modes
 
-        return jax.jit(run)(pop, key)
+        return jax.jit(dilation_warmup)(pop, keys)
 
     def num_evaluations(self, num_iterations: int) -> int:
         """Log-density (and gradient) evaluations of the population in its

@@ -90,16 +90,18 @@ def build_calendar(
     levels = make_levels(schedule, num_levels, lambda_min).astype(dtype)
     num_tune = num_warmup - num_anneal
     period = max(num_tune // 4, 1)
+    # NumPy scalars: the calendar is data, computed before anything compiles.
+    integer = np.dtype(jnp.result_type(int))
     return Calendar(
         levels=levels,
-        num_anneal=jnp.asarray(num_anneal),
-        num_warmup=jnp.asarray(num_warmup),
-        mode_fit_period=jnp.asarray(period if options.jump_prob > 0 else 0),
-        rebalance_at=jnp.asarray(
-            num_warmup - 1 if options.rebalance and num_tune > 0 else -1
+        num_anneal=np.asarray(num_anneal, integer),
+        num_warmup=np.asarray(num_warmup, integer),
+        mode_fit_period=np.asarray(period if options.jump_prob > 0 else 0, integer),
+        rebalance_at=np.asarray(
+            num_warmup - 1 if options.rebalance and num_tune > 0 else -1, integer
         ),
-        step_size_window_start=jnp.asarray(num_warmup - period),
-        monitor_start=jnp.asarray(num_warmup - num_tune // 2),
+        step_size_window_start=np.asarray(num_warmup - period, integer),
+        monitor_start=np.asarray(num_warmup - num_tune // 2, integer),
     )
 
 
@@ -109,9 +111,8 @@ def level_at(calendar: Calendar, t: Array) -> Array:
     k = jnp.minimum(
         t * num_levels // jnp.maximum(calendar.num_anneal, 1), num_levels - 1
     )
-    return jnp.where(t < calendar.num_anneal, calendar.levels[k], 1.0).astype(
-        calendar.levels.dtype
-    )
+    level = jnp.asarray(calendar.levels)[k]
+    return jnp.where(t < calendar.num_anneal, level, 1.0).astype(calendar.levels.dtype)
 
 
 def is_tuning(calendar: Calendar, t: Array) -> Array:

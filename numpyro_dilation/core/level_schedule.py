@@ -9,9 +9,7 @@ a geometric schedule makes that pull the same at every level.
 
 from collections.abc import Callable
 
-import jax.numpy as jnp
 import numpy as np
-from jax import Array
 
 __all__ = ["geometric", "make_levels", "ScheduleLike"]
 
@@ -19,15 +17,21 @@ ScheduleLike = str | Callable[[np.ndarray], np.ndarray] | np.ndarray | list
 """What :func:`make_levels` accepts as ``schedule``."""
 
 
-def geometric(num_levels: int, lambda_min: float) -> Array:
-    """``l_k = l_min^(1 - k/(K-1))`` for ``k = 0..K-1`` (a single level is ``[1]``)."""
+def geometric(num_levels: int, lambda_min: float) -> np.ndarray:
+    """``l_k = l_min^(1 - k/(K-1))`` for ``k = 0..K-1`` (a single level is ``[1]``).
+
+    Host-side (NumPy), like every level schedule: the levels are data of the
+    run's calendar, computed once before anything is compiled.
+    """
     if num_levels == 1:
-        return jnp.ones(1)
-    u = jnp.linspace(0.0, 1.0, num_levels)
-    return jnp.asarray(lambda_min) ** (1.0 - u)
+        return np.ones(1)
+    u = np.linspace(0.0, 1.0, num_levels)
+    return np.float64(lambda_min) ** (1.0 - u)
 
 
-def make_levels(schedule: ScheduleLike, num_levels: int, lambda_min: float) -> Array:
+def make_levels(
+    schedule: ScheduleLike, num_levels: int, lambda_min: float
+) -> np.ndarray:
     """Levels from ``"geometric"``, a callable ``u -> l(u)`` on ``u`` in [0, 1], or
     an explicit increasing array ending at 1.
 
@@ -59,4 +63,4 @@ def make_levels(schedule: ScheduleLike, num_levels: int, lambda_min: float) -> A
             f"schedule must end at l = 1 (the target), got {levels[-1]}; "
             "append 1.0 to the levels."
         )
-    return jnp.asarray(levels)
+    return levels

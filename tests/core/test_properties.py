@@ -468,10 +468,11 @@ _levels_over_time = jax.jit(jax.vmap(calendar.level_at, in_axes=(None, 0)))
 @SETTINGS
 @given(k=st.sampled_from([1, 3, 40]), num_anneal=st.integers(0, 200))
 def test_level_at_is_non_decreasing_and_reaches_one(k, num_anneal):
-    levels = level_schedule.geometric(k, 1e-3)
     sched = calendar.build_calendar(
         num_anneal, anneal_fraction=1.0, num_levels=k, lambda_min=1e-3
     )
+    # The schedule is computed in float64 on the host, kept in the run's dtype.
+    levels = level_schedule.geometric(k, 1e-3).astype(sched.levels.dtype)
     path = np.asarray(_levels_over_time(sched, jnp.arange(256)))
     assert np.all(np.diff(path) >= 0)
     assert np.all(path[num_anneal:] == 1.0)
