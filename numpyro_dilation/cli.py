@@ -169,6 +169,21 @@ def _add_budget_options(parser: argparse.ArgumentParser) -> None:
         "--no-figures", action="store_true", help="write the tables only"
     )
     output.add_argument(
+        "--compile-cache",
+        type=Path,
+        metavar="DIR",
+        help="JAX's persistent compilation cache, so that a run repeated in a "
+        "new process skips compilation (default $NUMPYRO_DILATION_CACHE_DIR, "
+        "else $XDG_CACHE_HOME/numpyro-dilation/xla; "
+        "numpyro_dilation.compile_cache)",
+    )
+    output.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="do not turn the cache on (JAX's own jax_compilation_cache_dir "
+        "setting then applies; unset, everything compiles in this process)",
+    )
+    output.add_argument(
         "--progress-bar",
         action="store_true",
         help="show NumPyro's per-iteration progress bars; they slow the runs, "
@@ -291,6 +306,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    if not cli.no_compile_cache:
+        from numpyro_dilation import compile_cache
+
+        compile_cache.enable(cli.compile_cache)
     start = time.perf_counter()
     if cli.command == "demo":
         for name in cli.model or list(DEMOS):

@@ -21,6 +21,7 @@ LAYERS = {
     "arviz_compat": 3,
     "compare": 3,
     "compile_timer": 3,
+    "compile_cache": 3,
     "plots": 3,
     "cli": 3,
 }
