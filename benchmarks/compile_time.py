@@ -2,36 +2,67 @@
 DilationKernel (1024 particles, 500 + 200) against NUTS (4 chains, 500 + 500)
 in the same process, as a ratio.
 
-    python benchmarks/compile_time.py [--repeats 3]
+    python benchmarks/compile_time.py [--repeats 3] [--breakdown] [--cache]
 
 Each repeat builds fresh kernels (so everything compiles again) and times one
 ``mcmc.run`` inside ``numpyro_dilation.compile_timer.CompileTimer``; the
 medians are printed with the ratio DilationKernel / NUTS.
+
+``--breakdown`` adds, for the first repeat of each sampler, XLA's compile
+seconds per compiled program (JAX's ``backend_compile_duration`` events by
+function name; the rest of the compile time is tracing and lowering).
+``--cache`` adds the persistent compilation cache
+(``numpyro_dilation.compile_cache``): each sampler runs in two fresh processes
+sharing an empty cache folder, and the second process's times are printed
+against the first's.
 """
 
 import argparse
+import collections
+import json
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 
 import jax
 import numpy as np
+from jax import monitoring
 from numpyro.infer import MCMC, NUTS
 
-from numpyro_dilation import DilationKernel
+from numpyro_dilation import DilationKernel, compile_cache
 from numpyro_dilation.compile_timer import CompileTimer
 from numpyro_dilation.validation import targets
 
+BUDGETS = {"NUTS": (4, 500, 500), "DilationKernel": (1024, 500, 200)}
+BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+_programs: collections.Counter = collections.Counter()
 
-def one_run(kernel, num_chains: int, num_warmup: int, num_samples: int):
-    """(compile seconds, seconds after compilation) of one ``mcmc.run``."""
+
+def _record(event: str, seconds: float, **kwargs) -> None:
+    if event == BACKEND_COMPILE:
+        _programs[kwargs.get("fun_name", "?")] += seconds
+
+
+def _kernel(name: str):
+    model = targets.eight_schools_model
+    return NUTS(model) if name == "NUTS" else DilationKernel(model)
+
+
+def one_run(name: str) -> tuple[float, float, dict]:
+    """(compile seconds, seconds after compilation, XLA seconds per program) of
+    one ``mcmc.run`` with fresh kernels."""
+    num_chains, num_warmup, num_samples = BUDGETS[name]
     mcmc = MCMC(
-        kernel,
+        _kernel(name),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
         chain_method="vectorized",
         progress_bar=False,
     )
+    _programs.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with CompileTimer() as timer:
@@ -39,23 +70,68 @@ def one_run(kernel, num_chains: int, num_warmup: int, num_samples: int):
             mcmc.run(jax.random.PRNGKey(0))
             jax.block_until_ready(mcmc.get_samples())
             wall = time.perf_counter() - start
-    return timer.seconds, wall - timer.seconds
+    return timer.seconds, wall - timer.seconds, dict(_programs)
+
+
+def _breakdown(name: str, programs: dict, top: int = 5) -> None:
+    ranked = sorted(programs.items(), key=lambda kv: -kv[1])
+    total = sum(programs.values())
+    print(f"{name}: XLA compilation {total:.1f} s over {len(programs)} programs")
+    for fun_name, seconds in ranked[:top]:
+        print(f"    {seconds:6.2f} s  {fun_name}")
+    rest = ranked[top:]
+    print(f"    {sum(s for _, s in rest):6.2f} s  {len(rest)} other programs")
+
+
+def _in_fresh_process(name: str, cache_dir: str) -> tuple[float, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", name, "--cache-dir", cache_dir],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return tuple(json.loads(out.splitlines()[-1]))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--cache", action="store_true")
+    parser.add_argument("--child", choices=sorted(BUDGETS), help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    model = targets.eight_schools_model
-    runs = {"NUTS": [], "DilationKernel": []}
+    if args.child:
+        compile_cache.enable(args.cache_dir)
+        print(json.dumps(one_run(args.child)[:2]))
+        return
+    monitoring.register_event_duration_secs_listener(_record)
+    runs = {name: [] for name in BUDGETS}
+    first_programs = {}
     for _ in range(args.repeats):
-        runs["NUTS"].append(one_run(NUTS(model), 4, 500, 500))
-        runs["DilationKernel"].append(one_run(DilationKernel(model), 1024, 500, 200))
+        for name in BUDGETS:
+            compile_s, run_s, programs = one_run(name)
+            runs[name].append((compile_s, run_s))
+            first_programs.setdefault(name, programs)
     medians = {name: np.median(np.asarray(r), axis=0) for name, r in runs.items()}
     for name, (compile_s, run_s) in medians.items():
         print(f"{name:>15}: compile {compile_s:6.1f} s, run {run_s:6.2f} s")
     ratio = medians["DilationKernel"] / medians["NUTS"]
     print(f"DilationKernel / NUTS: compile {ratio[0]:.2f}x, run {ratio[1]:.2f}x")
+    if args.breakdown:
+        for name, programs in first_programs.items():
+            _breakdown(name, programs)
+    if args.cache:
+        for name in BUDGETS:
+            with tempfile.TemporaryDirectory() as cache_dir:
+                first = _in_fresh_process(name, cache_dir)
+                second = _in_fresh_process(name, cache_dir)
+            print(
+                f"{name:>15}, fresh processes sharing a cache: compile "
+                f"{first[0]:.1f} s then {second[0]:.1f} s "
+                f"({second[0] / first[0]:.2f}x), run {first[1]:.2f} s then "
+                f"{second[1]:.2f} s"
+            )
 
 
 if __name__ == "__main__":
