@@ -106,7 +106,7 @@ def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
     return jax.value_and_grad(f)
 
 
-def _unravel_fn(init_params: Any) -> tuple[Callable, int, Any]:
+def _flat_layout(init_params: Any) -> tuple[Callable, int, Any]:
     """The unravel function of one chain's parameters, their flat size and
     floating dtype, from the shapes alone (nothing is computed or compiled)."""
     found = {}
@@ -478,7 +478,7 @@ class DilationKernel(MCMCKernel):
             )
         init_params = self._initial_params(keys, init_params, model_args, model_kwargs)
         num_chains = keys.shape[0]
-        self._unravel_fn, dim, dtype = _unravel_fn(init_params)
+        self._unravel_fn, dim, dtype = _flat_layout(init_params)
         self._sequential = (
             False  # decided anew for this model, from its batch-free form
         )
