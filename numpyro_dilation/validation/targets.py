@@ -308,6 +308,14 @@ def matern32(coords: Array, amplitude: Array, length_scale: Array) -> Array:
     return amplitude**2 * (1.0 + scaled) * jnp.exp(-scaled)
 
 
+def _lgcp_hyperparameters(coords: Array) -> Array:
+    """The priors shared by both LGCP parameterisations; returns the field's
+    covariance ``K + 1e-4 I`` (Matern-3/2, latent amplitude and length scale)."""
+    amplitude = numpyro.sample("amplitude", dist.LogNormal(0.0, 0.5))
+    length_scale = numpyro.sample("length_scale", dist.LogNormal(jnp.log(0.3), 0.5))
+    return matern32(coords, amplitude, length_scale) + 1e-4 * jnp.eye(len(coords))
+
+
 def lgcp_model(coords: Array, counts: Array | None = None) -> None:
     """Log-Gaussian Cox process on grid cells (Moller, Syversveen, Waagepetersen
     1998), centred: ``d = cells + 2`` latent scalars.
@@ -317,12 +325,20 @@ def lgcp_model(coords: Array, counts: Array | None = None) -> None:
     centres (its Cholesky factor and triangular solves are in every gradient),
     counts_i ~ Poisson(exp(1 + f_i)).
     """
-    amplitude = numpyro.sample("amplitude", dist.LogNormal(0.0, 0.5))
-    length_scale = numpyro.sample("length_scale", dist.LogNormal(jnp.log(0.3), 0.5))
-    cov = matern32(coords, amplitude, length_scale) + 1e-4 * jnp.eye(len(coords))
+    cov = _lgcp_hyperparameters(coords)
     f = numpyro.sample(
         "f", dist.MultivariateNormal(jnp.zeros(len(coords)), covariance_matrix=cov)
     )
+    numpyro.sample("counts", dist.Poisson(jnp.exp(1.0 + f)), obs=counts)
+
+
+def lgcp_model_noncentred(coords: Array, counts: Array | None = None) -> None:
+    """:func:`lgcp_model` with the field non-centred, the same posterior:
+    z ~ N(0, I), f = L z deterministic with L L^T = K + 1e-4 I. The reference
+    parameterisation for NUTS, which does not mix on the centred one."""
+    cov = _lgcp_hyperparameters(coords)
+    z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([len(coords)]).to_event(1))
+    f = numpyro.deterministic("f", jnp.linalg.cholesky(cov) @ z)
     numpyro.sample("counts", dist.Poisson(jnp.exp(1.0 + f)), obs=counts)
 
 

@@ -31,6 +31,7 @@ from numpyro_dilation.validation.targets import (
     gaussian_mixture,
     lgcp_data,
     lgcp_model,
+    lgcp_model_noncentred,
     logistic_regression_data,
     logistic_regression_model,
     many_well,
@@ -449,3 +450,20 @@ def test_lgcp_data_and_model():
     params = {"amplitude": 1.0, "length_scale": 0.3, "f": jnp.zeros(16)}
     value, _ = log_density(lgcp_model, (coords, counts), {}, params)
     assert np.isfinite(value)
+
+
+def test_lgcp_noncentred_is_the_same_posterior():
+    # Change of variables f = L z: log p_centred(f) = log p_noncentred(z) -
+    # log|det L|, exactly, at any point (here not the prior mean).
+    coords, counts = lgcp_data(side=4, seed=0)
+    amplitude, length_scale = 1.3, 0.4
+    z = jax.random.normal(jax.random.PRNGKey(1), (16,))
+    cov = matern32(coords, amplitude, length_scale) + 1e-4 * jnp.eye(16)
+    chol = jnp.linalg.cholesky(cov)
+    hyper = {"amplitude": amplitude, "length_scale": length_scale}
+    centred, _ = log_density(lgcp_model, (coords, counts), {}, {**hyper, "f": chol @ z})
+    noncentred, _ = log_density(
+        lgcp_model_noncentred, (coords, counts), {}, {**hyper, "z": z}
+    )
+    log_det = jnp.sum(jnp.log(jnp.diag(chol)))
+    np.testing.assert_allclose(centred, noncentred - log_det, rtol=1e-5)
