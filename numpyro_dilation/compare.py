@@ -12,8 +12,8 @@ the same model, data and seed, converts each run to ArviZ and returns a
 * ``gradients``: gradient evaluations, warmup included. HMC and NUTS: the sum of
   ``num_steps`` (leapfrog steps) over every warmup and sampling draw of every
   chain (the few gradients of the initial step-size search are not counted).
-  DilationKernel: one per particle per iteration plus those of its mode fits
-  (``DilationKernel.num_evaluations``). Other kernels: NaN.
+  DilationKernel: one per particle per iteration (an HMC move's leapfrog steps)
+  plus those of its mode fits (``DilationKernel.num_evaluations``). Other kernels: NaN.
 * ``ess_bulk_min``, ``ess_tail_min``, ``rhat_max``: the smallest bulk and tail
   ESS and the largest R-hat over every scalar of the posterior
   (``arviz.ess(method="bulk"/"tail")``, ``arviz.rhat``; NaN entries, e.g. of a
@@ -269,7 +269,8 @@ def _run_one(
     if counts_steps:
         gradients = warmup_steps + float(np.sum(mcmc.get_extra_fields()["num_steps"]))
     elif isinstance(run.kernel, DilationKernel):
-        gradients = float(run.kernel.num_evaluations(run.num_warmup + run.num_samples))
+        num_iterations = run.num_warmup + run.num_samples
+        gradients = float(run.kernel.num_evaluations(num_iterations, mcmc.last_state))
     else:
         gradients = float("nan")
     progress(f"{run.name}: {wall - compile_s:.1f} s + {compile_s:.1f} s compilation")

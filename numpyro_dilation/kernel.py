@@ -43,13 +43,15 @@ class DilationState(NamedTuple):
       the warmup, so the first ``num_warmup`` iterations leave the state as is.
     - **z**: unconstrained sample (target space), a pytree like ``init_params``.
     - **potential_energy**: ``-log p(z)`` (up to a constant).
-    - **accept_prob**: MALA acceptance probability of the last move.
+    - **accept_prob**: acceptance probability of the last move (MALA or HMC).
     - **diverging**: the last proposal (or re-evaluation) had a non-finite
       potential or gradient; the particle was kept where it was.
     - **dilation_level**: the current level ``l`` of the dilation path.
     - **jump_accept_prob**: acceptance probability of the particle's latest
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
+    - **num_steps**: gradients per particle of the last iteration (the
+      leapfrog steps of an HMC move, else 1).
     - **sampler_state**: the pure-JAX population state.
     - **rng_key**: the chains' keys; the first is the population's (a single
       key when MCMC hands one back to continue a run).
@@ -63,6 +65,7 @@ class DilationState(NamedTuple):
     dilation_level: Array
     jump_accept_prob: Array
     adapt_state: DilationAdaptState
+    num_steps: Array
     sampler_state: sampler.SamplerState
     rng_key: Array
 
@@ -76,6 +79,7 @@ PER_CHAIN = (
     "dilation_level",
     "jump_accept_prob",
     "adapt_state",
+    "num_steps",
 )
 
 
@@ -181,14 +185,20 @@ class DilationKernel(MCMCKernel):
     :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
     :param potential_fn: ``-log density`` of the parameters; then pass
         ``init_params`` with a leading ``num_chains`` axis to ``MCMC.run``.
-    :param step: ``"mala"`` (default, exact) or ``"ula"``, the paper's
-        unadjusted step, biased at any finite step size.
+    :param step: ``"mala"`` (default, exact), ``"ula"``, the paper's
+        unadjusted step, biased at any finite step size, or ``"hmc"``: MALA
+        along the path, then at ``l = 1`` exact HMC trajectories whose length
+        is tuned from the population (ChEES, Hoffman et al. 2021) and frozen
+        with the step size after warmup; each costs ``num_steps`` gradients
+        (an extra field, as NumPyro's HMC), for correlated posteriors where
+        one MALA step moves too little.
     :param step_size: initial ``eps`` (> 0): the Langevin step in target space;
         on the path the step is ``h = eps * l``.
     :param adapt_step_size: adapt ``eps`` towards ``target_accept_prob``.
-    :param target_accept_prob: mean MALA acceptance probability targeted by the
-        step-size adaptation; default 0.574 for MALA (Roberts & Rosenthal 1998)
-        and 0.9 for ULA, whose bias and stability need smaller steps.
+    :param target_accept_prob: mean acceptance probability targeted by the
+        step-size adaptation; default 0.574 for MALA (Roberts & Rosenthal 1998),
+        0.651 for HMC (Beskos et al. 2013) and 0.9 for ULA, whose bias and
+        stability need smaller steps.
     :param adapt_mass_matrix: estimate the preconditioner from the population
         while tuning at ``l = 1``.
     :param dense_mass: dense instead of diagonal preconditioner.
@@ -280,15 +290,15 @@ class DilationKernel(MCMCKernel):
             raise ValueError(
                 "DilationKernel needs exactly one of `model` or `potential_fn`."
             )
-        if step not in ("mala", "ula"):
-            raise ValueError(f"step must be 'mala' or 'ula', got {step!r}.")
+        if step not in ("mala", "ula", "hmc"):
+            raise ValueError(f"step must be 'mala', 'ula' or 'hmc', got {step!r}.")
         if _is_concrete(step_size) and not (np.isfinite(step_size) and step_size > 0):
             raise ValueError(
                 f"step_size must be a positive number, got {step_size}; "
                 "it is the initial Langevin step (default 0.1)."
             )
         if target_accept_prob is None:
-            target_accept_prob = 0.574 if step == "mala" else 0.9
+            target_accept_prob = {"mala": 0.574, "ula": 0.9, "hmc": 0.651}[step]
         if _is_concrete(target_accept_prob) and not 0.0 < target_accept_prob < 1.0:
             raise ValueError(
                 f"target_accept_prob must be in (0, 1), got {target_accept_prob}."
@@ -331,7 +341,8 @@ class DilationKernel(MCMCKernel):
         self._forward_mode = forward_mode_differentiation
         self._shard = shard_particles
         self._options = SamplerOptions(
-            adjusted=step == "mala",
+            adjusted=step != "ula",
+            hmc=step == "hmc",
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
             adapt_inv_mass=adapt_mass_matrix,
@@ -564,13 +575,27 @@ class DilationKernel(MCMCKernel):
 
         return jax.jit(dilation_warmup)(pop, keys)
 
-    def num_evaluations(self, num_iterations: int) -> int:
+    def num_evaluations(
+        self, num_iterations: int, state: DilationState | None = None
+    ) -> int:
         """Log-density (and gradient) evaluations of the population in its
-        first ``num_iterations`` iterations, mode fits included (after ``init``)."""
+        first ``num_iterations`` iterations, mode fits included (after ``init``).
+        With ``step="hmc"`` pass the state after them (``mcmc.last_state``):
+        a trajectory's gradients vary with the iteration."""
         if self._calendar is None:
             raise ValueError("num_evaluations needs the run's calendar: call init.")
+        if self._options.hmc and state is None:
+            raise ValueError(
+                "num_evaluations with step='hmc' needs the run's state: pass "
+                "state=mcmc.last_state (trajectories vary in length)."
+            )
+        num_gradients = None if state is None else state.sampler_state.num_gradients
         return sampler.num_evaluations(
-            self._calendar, self._num_particles, num_iterations, self._options
+            self._calendar,
+            self._num_particles,
+            num_iterations,
+            self._options,
+            num_gradients,
         )
 
     def _particle_sharding(self, num_particles: int):
@@ -604,6 +629,7 @@ class DilationKernel(MCMCKernel):
             dilation_level=jnp.full(n, pop.lam),
             jump_accept_prob=pop.particles.jump_accept_prob,
             adapt_state=DilationAdaptState(jnp.full(n, step_size, x.dtype)),
+            num_steps=jnp.full(n, pop.num_steps),
             sampler_state=pop,
             rng_key=rng_key,
         )

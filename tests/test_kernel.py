@@ -8,6 +8,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from mc_error import assert_matches
 from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import NUTS
 from runs import run_vectorized
@@ -160,6 +161,8 @@ def test_unadjusted_step_runs_and_is_reported_as_moving_always():
     draws = np.asarray(mcmc.get_samples(group_by_chain=True))
     # ULA always moves: consecutive draws differ for every chain.
     assert np.all(np.any(draws[:, 1:] != draws[:, :-1], axis=-1))
+    # One gradient per particle per iteration without HMC moves.
+    assert int(mcmc.last_state.sampler_state.num_gradients) == 120
 
 
 def test_eight_schools_matches_reference_and_long_nuts():
@@ -185,3 +188,46 @@ def test_eight_schools_matches_reference_and_long_nuts():
         np.abs(effects.mean(0) - nuts_effects.mean(0)), 0.1 * sd
     )
     np.testing.assert_array_less(np.abs(effects.std(0) - sd), 0.1 * sd)
+
+
+def test_hmc_step_is_exact_on_a_correlated_gaussian_and_counts_its_gradients():
+    # A 6-d Gaussian with correlations up to 0.95 and scales over a factor 30:
+    # every coordinate's mean and sd within Z_MAX Monte Carlo standard errors
+    # (mc_error.assert_matches, ESS-based). HMC moves at l = 1 cost num_steps
+    # gradients, reported per draw and counted in num_gradients.
+    rng = np.random.default_rng(3)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    cov = q @ np.diag(np.logspace(-1, 2, 6)) @ q.T
+    mean = rng.normal(size=6)
+    kernel = DilationKernel(
+        potential_fn=gaussian_potential(jnp.asarray(mean), jnp.asarray(cov)),
+        step="hmc",
+    )
+    mcmc = run(
+        kernel,
+        init_params=spread_init(6, 256),
+        num_chains=256,
+        extra_fields=("num_steps",),
+    )
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True))
+    for i in range(6):
+        assert_matches(draws[..., i], mean[i], np.sqrt(cov[i, i]), label=f"x{i}")
+    steps = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_steps"])
+    assert np.all(steps == steps[:1]) and steps.mean() > 2
+    pop = mcmc.last_state.sampler_state
+    assert int(pop.num_gradients) > 300 + steps[0].sum()
+    with pytest.raises(ValueError, match="state=mcmc.last_state"):
+        kernel.num_evaluations(400)
+    # The mode fits cost what they cost with MALA moves; the moves, the count.
+    mala_count = kernel.num_evaluations(
+        400,
+        mcmc.last_state._replace(
+            sampler_state=pop._replace(num_gradients=jnp.asarray(400))
+        ),
+    )
+    assert kernel.num_evaluations(400, mcmc.last_state) == mala_count + 256 * (
+        int(pop.num_gradients) - 400
+    )
+    assert float(jnp.exp(pop.trajectory.log_length)) > 2 * float(
+        jnp.exp(pop.step_size.log_step_size)
+    )

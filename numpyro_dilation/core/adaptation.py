@@ -14,6 +14,21 @@ shrunk as Stan does for its windowed estimate, but relative to each
 coordinate's own variance so that it works from 1e-6 to 1e6 in one target:
 
     M = n/(n+5) S + 5/(n+5) * 1e-3 * diag(S)
+
+Trajectory length of HMC (ChEES: Hoffman, Radul, Sountsov, AISTATS 2021,
+eq. 6-8): ascend the change in the estimator of the expected square,
+``1/4 E[(|x' - E x'|^2 - |x - E x|^2)^2]`` over the population (positions
+whitened by the preconditioner, ``x'`` the trajectory's endpoint, ``x`` its
+start), whose derivative in ``log T`` for a trajectory of jittered length
+``u T`` ending with velocity ``v'`` is estimated by the acceptance-weighted mean of
+
+    g_i = u T (|x'_i - m'|^2 - |x_i - m|^2) (x'_i - m') . v'_i,
+
+with Adam without momentum (``beta_2 = 0.95``), each update clipped to
+``+-0.35`` in ``log T``:
+
+    s_{t+1} = b s_t + (1 - b) g^2
+    log T_{t+1} = log T_t + lr g / sqrt(s_{t+1} / (1 - b^(t+1)))
 """
 
 from typing import NamedTuple
@@ -27,7 +42,15 @@ __all__ = [
     "step_size_update",
     "final_step_size",
     "population_inv_mass",
+    "TrajectoryState",
+    "trajectory_init",
+    "chees_gradient",
+    "trajectory_update",
+    "final_trajectory_length",
 ]
+
+ADAM_DECAY = 0.95
+MAX_LOG_UPDATE = 0.35
 
 
 class StepSizeState(NamedTuple):
@@ -59,10 +82,14 @@ def step_size_update(
     )
 
 
+def _exp_window_mean(last: Array, total: Array, count: Array) -> Array:
+    """``exp`` of the final window's mean (of ``last`` if the window was empty)."""
+    return jnp.exp(jnp.where(count > 0, total / jnp.maximum(count, 1), last))
+
+
 def final_step_size(state: StepSizeState) -> Array:
     """The window mean of ``log eps`` (the last value if the window was empty)."""
-    mean = state.log_step_size_sum / jnp.maximum(state.count, 1)
-    return jnp.exp(jnp.where(state.count > 0, mean, state.log_step_size))
+    return _exp_window_mean(state.log_step_size, state.log_step_size_sum, state.count)
 
 
 def population_inv_mass(
@@ -85,3 +112,75 @@ def population_inv_mass(
         shrunk = (n * cov + 5.0 * 1e-3 * jnp.diag(var)) / (n + 5.0)
         return jnp.where(jnp.outer(spread, spread), shrunk, jnp.diag(fallback))
     return jnp.where(spread, (n + 5.0 * 1e-3) * var / (n + 5.0), fallback)
+
+
+class TrajectoryState(NamedTuple):
+    """``log_length`` (``log T``) is adapted; ``second_moment`` and ``updates``
+    are Adam's; ``log_length_sum / count`` is the final window's mean."""
+
+    log_length: Array
+    second_moment: Array
+    updates: Array
+    log_length_sum: Array
+    count: Array
+
+
+def trajectory_init(length: Array) -> TrajectoryState:
+    """``log T_0 = log length``, Adam's moment at 0, an empty final window."""
+    zero = jnp.zeros(())
+    return TrajectoryState(jnp.log(jnp.asarray(length, float)), zero, 0, zero, 0)
+
+
+def chees_gradient(
+    start: Array,
+    end: Array,
+    velocity: Array,
+    weight: Array,
+    jittered_length: Array,
+) -> Array:
+    """The acceptance-weighted mean of ``g_i`` above over a population of
+    whitened ``start`` and ``end`` positions ``(n, d)`` and end ``velocity``
+    (whitened alike); ``weight`` is each acceptance probability, 0 for a
+    divergent or non-finite trajectory."""
+    ok = (weight > 0) & jnp.all(jnp.isfinite(end) & jnp.isfinite(velocity), -1)
+    w = jnp.where(ok, weight, 0.0)
+    end = jnp.where(ok[:, None], end, 0.0)
+    velocity = jnp.where(ok[:, None], velocity, 0.0)
+    total = jnp.maximum(jnp.sum(w), 1e-20)
+    end_centred = end - jnp.sum(w[:, None] * end, 0) / total
+    start_centred = start - jnp.mean(start, 0)
+    g = (
+        jittered_length
+        * (jnp.sum(end_centred**2, -1) - jnp.sum(start_centred**2, -1))
+        * jnp.sum(end_centred * velocity, -1)
+    )
+    return jnp.sum(w * g) / total
+
+
+def trajectory_update(
+    state: TrajectoryState,
+    gradient: Array,
+    learning_rate: float,
+    in_final_window: Array,
+) -> TrajectoryState:
+    """One Adam ascent step on ``log T`` (none for a non-finite gradient);
+    accumulates the mean inside the final window."""
+    finite = jnp.isfinite(gradient)
+    gradient = jnp.where(finite, gradient, 0.0)
+    second = ADAM_DECAY * state.second_moment + (1 - ADAM_DECAY) * gradient**2
+    updates = state.updates + 1
+    scale = jnp.sqrt(second / (1 - ADAM_DECAY**updates)) + 1e-12
+    step = jnp.clip(learning_rate * gradient / scale, -MAX_LOG_UPDATE, MAX_LOG_UPDATE)
+    log_length = state.log_length + jnp.where(finite, step, 0.0)
+    return TrajectoryState(
+        log_length,
+        jnp.where(finite, second, state.second_moment),
+        jnp.where(finite, updates, state.updates),
+        state.log_length_sum + jnp.where(in_final_window, log_length, 0.0),
+        state.count + jnp.where(in_final_window, 1, 0),
+    )
+
+
+def final_trajectory_length(state: TrajectoryState) -> Array:
+    """The window mean of ``log T`` (the last value if the window was empty)."""
+    return _exp_window_mean(state.log_length, state.log_length_sum, state.count)

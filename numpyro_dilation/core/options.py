@@ -11,7 +11,11 @@ class SamplerOptions(NamedTuple):
     ``rebalance``: correct the mode masses at the last warmup iteration;
     ``jump_prob``: probability of a jump iteration from ``t = A`` on (0: none);
     ``max_modes``: clusters fitted (``K``); ``min_mode_ess``: the effective
-    sample size under which a mode's mass estimate is not used.
+    sample size under which a mode's mass estimate is not used;
+    ``hmc``: at ``l = 1`` (tuning and sampling) each move is an HMC trajectory
+    (``core.hmc``) of ChEES-tuned length, at most ``max_leapfrog_steps``
+    gradients, instead of one MALA step; ``trajectory_learning_rate`` is
+    ChEES's Adam rate on ``log T``.
     """
 
     adjusted: bool = True
@@ -24,6 +28,9 @@ class SamplerOptions(NamedTuple):
     jump_prob: float = 0.5
     max_modes: int = 64
     min_mode_ess: float = 20.0
+    hmc: bool = False
+    max_leapfrog_steps: int = 256
+    trajectory_learning_rate: float = 0.05
 
 
 DEFAULT_OPTIONS = SamplerOptions()

@@ -16,6 +16,14 @@ every iteration at which something happens is read from the run's
   in the tails are replaced by copies of others (``stragglers``).
 * ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
 
+With ``options.hmc`` every Langevin move at ``l = 1`` (tuning and sampling) is
+an exact HMC trajectory instead (``core.hmc``): ``n = ceil(u_t T / eps)``
+leapfrog steps shared by the population, ``u_t`` the quasi-random jitter of
+iteration ``t``, ``T`` tuned by ChEES while tuning and frozen (its final-window
+mean) with ``eps``. ``num_steps`` is the last iteration's gradients per
+particle and ``num_gradients`` their running total over the iterations (mode
+fits and the initial evaluation excluded; the iteration count without HMC).
+
 Multimodal targets (docs/multimodal.md), on by default:
 
 * at the calendar's mode-fit iterations (from ``t = A``, every ``p``
@@ -52,6 +60,7 @@ from numpyro_dilation.core import (
     adaptation,
     calendar,
     dilation_path,
+    hmc,
     langevin,
     stragglers,
 )
@@ -99,6 +108,9 @@ class SamplerState(NamedTuple):
     calendar: calendar.Calendar
     modes: modes.Modes
     jump_block: jumps.BlockChoice
+    trajectory: adaptation.TrajectoryState
+    num_steps: Array
+    num_gradients: Array
 
 
 class SamplerInfo(NamedTuple):
@@ -136,13 +148,16 @@ def num_evaluations(
     num_particles: int,
     num_iterations: int,
     options: SamplerOptions = DEFAULT_OPTIONS,
+    num_gradients: int | None = None,
 ) -> int:
     """Log-density evaluations (with gradients but for a rebalancing's) of the
-    first ``num_iterations`` iterations: one per particle per iteration, plus
-    those of each mode fit (``modes.fit_evaluations``)."""
+    first ``num_iterations`` iterations: ``num_gradients`` per particle (the
+    state's count after them; default one per iteration, exact without HMC
+    moves), plus those of each mode fit (``modes.fit_evaluations``)."""
     fits = calendar.mode_fit_iterations(run_calendar)
     num_fits = int(jnp.sum(fits < num_iterations))
-    return num_particles * num_iterations + num_fits * modes.fit_evaluations(
+    per_particle = num_iterations if num_gradients is None else int(num_gradients)
+    return num_particles * per_particle + num_fits * modes.fit_evaluations(
         num_particles, options.max_modes
     )
 
@@ -189,6 +204,9 @@ def init(
         calendar=run_calendar,
         modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
+        trajectory=adaptation.trajectory_init(step_size),
+        num_steps=jnp.ones((), jnp.int32),
+        num_gradients=jnp.zeros((), jnp.int32),
     )
 
 
@@ -231,8 +249,10 @@ def _after_metropolis(particles: Particles, new, info, accept_field: str) -> Par
     )
 
 
-def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
-    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``.
+def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, use_hmc):
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``, or
+    with ``use_hmc`` (static) one HMC trajectory of ``n`` leapfrog steps of
+    size ``h``, whose length ChEES tunes during warmup.
 
     The proposal noise and the accept uniforms of the whole population are drawn
     in one call each (one key per particle costs more than a cheap target).
@@ -244,19 +264,20 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
     y = particles.position
     z = jax.random.normal(key_noise, y.shape, y.dtype)
     log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
+    if use_hmc:
+        u = hmc.jitter(state.iteration)
+        length = jnp.exp(state.trajectory.log_length)
+        n = hmc.num_integration_steps(length, h, u, options.max_leapfrog_steps)
 
     def one(z, log_uniform, y, c, logdensity, grad):
         fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
             logdensity_and_grad_fn, yi, c, lam
         )
+        start = langevin.LangevinState(y, logdensity, grad)
+        if use_hmc:
+            return hmc.step_from_noise(z, log_uniform, start, fn, h, n, precond)
         return langevin.step_from_noise(
-            z,
-            log_uniform,
-            langevin.LangevinState(y, logdensity, grad),
-            fn,
-            h,
-            precond,
-            adjusted,
+            z, log_uniform, start, fn, h, precond, options.adjusted
         )
 
     new, info = jax.vmap(one)(
@@ -267,9 +288,32 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, adjusted):
         particles.logdensity,
         particles.logdensity_grad,
     )
-    return state._replace(
+    state = state._replace(
         particles=_after_metropolis(particles, new, info, "accept_prob")
     )
+    if not use_hmc:
+        return state
+    whiten = jax.vmap(precond.whiten)
+    gradient = adaptation.chees_gradient(
+        whiten(y),
+        whiten(info.proposal),
+        whiten(info.velocity),
+        info.acceptance_rate,
+        u * length,
+    )
+    t, run_calendar = state.iteration, state.calendar
+    updated = adaptation.trajectory_update(
+        state.trajectory,
+        gradient,
+        options.trajectory_learning_rate,
+        calendar.in_step_size_window(run_calendar, t),
+    )
+    trajectory = jax.tree.map(
+        lambda new, old: jnp.where(t < run_calendar.num_warmup, new, old),
+        updated,
+        state.trajectory,
+    )
+    return state._replace(trajectory=trajectory, num_steps=n)
 
 
 def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
@@ -359,6 +403,18 @@ def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> Sample
             frozen,
             updated,
         )
+    if options.hmc:
+        trajectory = state.trajectory
+        frozen = trajectory._replace(
+            log_length=jnp.log(adaptation.final_trajectory_length(trajectory))
+        )
+        state = state._replace(
+            trajectory=jax.tree.map(
+                lambda a, b: jnp.where(t == run_calendar.num_warmup - 1, a, b),
+                frozen,
+                trajectory,
+            )
+        )
     inv_mass = state.inv_mass
     if options.adapt_inv_mass and state.particles.position.shape[0] > 1:
         inv_mass = jax.lax.cond(
@@ -385,7 +441,8 @@ def step(
     logdensity_and_grad_fn: LogDensityAndGrad,
     options: SamplerOptions,
 ) -> tuple[SamplerState, SamplerInfo]:
-    """One iteration of the population (one gradient per particle)."""
+    """One iteration of the population (one gradient per particle, or
+    ``num_steps`` for an HMC move)."""
     t = state.iteration
     run_calendar = state.calendar
     key_move, key_modes, key_coin = jax.random.split(key, 3)
@@ -409,9 +466,10 @@ def step(
         & (state.modes.num_modes > 1)
         & (jax.random.uniform(key_coin) < options.jump_prob)
     )
-    # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump, 3 rebalance.
+    # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump,
+    # 3 rebalance, 4 HMC move (options.hmc, from the end of annealing).
     branches = [
-        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options.adjusted),
+        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, False),
         lambda s: _rescale(s, lam, logdensity_and_grad_fn),
         lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
         lambda s: (
@@ -420,17 +478,36 @@ def step(
             else s
         ),
     ]
+    move = 0
+    if options.hmc:
+        branches.append(
+            lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, True)
+        )
+        move = jnp.where(t >= run_calendar.num_anneal, 4, 0)
     branch = jnp.where(
-        lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, 0))
+        lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, move))
     )
-    state = jax.lax.switch(branch, branches, state)
-    state = _adapt(state, options, branch == 0)
+    state = jax.lax.switch(branch, branches, _one_step(state))
+    state = _adapt(state, options, (branch == 0) | (branch == 4))
     if state.particles.position.shape[0] > 1:
         state = jax.lax.cond(
             tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
         )
     info = SamplerInfo(branch == 1, branch == 2, branch == 3)
-    return state._replace(iteration=t + 1), info
+    return _advance(state), info
+
+
+def _one_step(state: SamplerState) -> SamplerState:
+    """Every kind of iteration but an HMC move costs one gradient per particle."""
+    return state._replace(num_steps=jnp.ones((), jnp.int32))
+
+
+def _advance(state: SamplerState) -> SamplerState:
+    """The next iteration, with this one's gradients counted."""
+    return state._replace(
+        iteration=state.iteration + 1,
+        num_gradients=state.num_gradients + state.num_steps,
+    )
 
 
 def sample_step(
@@ -447,7 +524,7 @@ def sample_step(
     jumping, _ = _multimodal(state, options)
 
     def move(s):
-        return _move(key_move, s, s.lam, logdensity_and_grad_fn, options.adjusted)
+        return _move(key_move, s, s.lam, logdensity_and_grad_fn, options, options.hmc)
 
     if jumping:
         is_jump = (state.modes.num_modes > 1) & (
@@ -457,10 +534,10 @@ def sample_step(
             is_jump,
             lambda s: _jump(key_move, s, logdensity_and_grad_fn),
             move,
-            state,
+            _one_step(state),
         )
     else:
         is_jump = jnp.zeros((), bool)
-        state = move(state)
+        state = move(_one_step(state))
     info = SamplerInfo(jnp.zeros((), bool), is_jump, jnp.zeros((), bool))
-    return state._replace(iteration=state.iteration + 1), info
+    return _advance(state), info

@@ -1,0 +1,136 @@
+"""The HMC move (``core.hmc``) and its ChEES trajectory-length adaptation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from numpyro_dilation.core import adaptation, hmc, langevin
+from numpyro_dilation.core.preconditioner import make_preconditioner
+
+COV = np.array([[2.0, 0.9], [0.9, 0.6]])
+PRECISION = jnp.asarray(np.linalg.inv(COV), jnp.float32)
+
+
+def _gaussian(x):
+    return jax.value_and_grad(lambda x: -0.5 * x @ PRECISION @ x)(x)
+
+
+def _energy_error(step_size, num_steps, precond, seed=0):
+    key_x, key_z = jax.random.split(jax.random.PRNGKey(seed))
+    x = jax.random.normal(key_x, (2,))
+    z = jax.random.normal(key_z, (2,))
+    state = langevin.init(x, _gaussian)
+    # log U = -inf accepts; the acceptance rate is min(1, exp(-dH)).
+    _, info = hmc.step_from_noise(
+        z, -jnp.inf, state, _gaussian, step_size, num_steps, precond
+    )
+    return -jnp.log(info.acceptance_rate)
+
+
+def test_jitter_is_the_van_der_corput_sequence():
+    got = jax.vmap(hmc.jitter)(jnp.arange(7))
+    np.testing.assert_allclose(got, [0.5, 0.25, 0.75, 0.125, 0.625, 0.375, 0.875])
+
+
+def test_num_integration_steps_is_ceil_and_clipped():
+    assert int(hmc.num_integration_steps(1.0, 0.3, 1.0, 100)) == 4
+    assert int(hmc.num_integration_steps(1.0, 0.3, 0.01, 100)) == 1
+    assert int(hmc.num_integration_steps(1e6, 0.3, 1.0, 100)) == 100
+    assert int(hmc.num_integration_steps(jnp.nan, 0.3, 1.0, 100)) == 1
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_leapfrog_energy_error_is_second_order(dense):
+    # Over a fixed time the leapfrog's energy error is O(h^2): halving h
+    # divides it by about 4 (between 2.5 and 6 here); a wrong kinetic energy or
+    # preconditioner would leave an O(1) error instead.
+    inv_mass = jnp.asarray(COV if dense else np.diag(COV), jnp.float32)
+    precond = make_preconditioner(inv_mass)
+    coarse = max(abs(float(_energy_error(0.2, 10, precond, s))) for s in range(5))
+    fine = max(abs(float(_energy_error(0.1, 20, precond, s))) for s in range(5))
+    assert 2.5 < coarse / fine < 6.0
+    assert coarse < 0.2
+
+
+def test_hmc_leaves_a_gaussian_invariant():
+    # 20000 exact draws, 3 trajectories each at a step size that rejects about
+    # a quarter: the moments stay those of N(0, COV). Each check is a z-score
+    # against the Monte Carlo error of 20000 draws (independent across
+    # particles), |z| < 5 (false alarm 6e-7 each).
+    n = 20000
+    key = jax.random.PRNGKey(1)
+    x = jax.random.multivariate_normal(key, jnp.zeros(2), jnp.asarray(COV), (n,))
+    precond = make_preconditioner(jnp.ones(2))
+    state = jax.vmap(lambda x: langevin.init(x, _gaussian))(x)
+
+    @jax.jit
+    def move(key, state):
+        key_z, key_u = jax.random.split(key)
+        z = jax.random.normal(key_z, (n, 2))
+        log_u = jnp.log(jax.random.uniform(key_u, (n,)))
+        return jax.vmap(
+            lambda z, u, s: hmc.step_from_noise(z, u, s, _gaussian, 0.6, 3, precond)
+        )(z, log_u, state)
+
+    rates = []
+    for k in range(3):
+        state, info = move(jax.random.PRNGKey(10 + k), state)
+        rates.append(float(jnp.mean(info.acceptance_rate)))
+    assert 0.3 < np.mean(rates) < 0.9
+    y = np.asarray(state.position, float)
+    sd = np.sqrt(np.diag(COV))
+    assert np.all(np.abs(y.mean(0)) / (sd / np.sqrt(n)) < 5)
+    for i in range(2):
+        sq = y[:, i] ** 2
+        assert abs(sq.mean() - COV[i, i]) / (sq.std() / np.sqrt(n)) < 5
+    cross = y[:, 0] * y[:, 1]
+    assert abs(cross.mean() - COV[0, 1]) / (cross.std() / np.sqrt(n)) < 5
+
+
+def test_non_finite_endpoint_is_rejected_and_divergent():
+    def cliff(x):
+        value, grad = _gaussian(x)
+        return jnp.where(x[0] > 0.5, jnp.nan, value), grad
+
+    state = langevin.init(jnp.zeros(2), cliff)
+    new, info = hmc.step_from_noise(
+        jnp.array([3.0, 0.0]),
+        -jnp.inf,
+        state,
+        cliff,
+        0.3,
+        4,
+        make_preconditioner(jnp.ones(2)),
+    )
+    assert bool(info.is_divergent) and not bool(info.is_accepted)
+    np.testing.assert_array_equal(new.position, state.position)
+
+
+@pytest.mark.parametrize(("length", "sign"), [(0.5, 1.0), (2.5, -1.0)])
+def test_chees_gradient_points_to_a_quarter_period(length, sign):
+    # On N(0, I) the exact dynamics rotate (x, v) by the angle T; ChEES,
+    # E[(|x_T|^2 - |x_0|^2)^2] / 4, is largest at T = pi / 2: its gradient
+    # estimate is positive below and negative above. 4096 draws put the
+    # estimate's sign beyond doubt (the mean is many standard errors from 0).
+    key_x, key_v = jax.random.split(jax.random.PRNGKey(0))
+    x = jax.random.normal(key_x, (4096, 5))
+    v = jax.random.normal(key_v, (4096, 5))
+    end = x * jnp.cos(length) + v * jnp.sin(length)
+    velocity = -x * jnp.sin(length) + v * jnp.cos(length)
+    gradient = adaptation.chees_gradient(x, end, velocity, jnp.ones(4096), length)
+    assert sign * float(gradient) > 0
+
+
+def test_trajectory_update_ascends_and_averages_the_final_window():
+    state = adaptation.trajectory_init(0.1)
+    for k in range(10):
+        state = adaptation.trajectory_update(state, jnp.asarray(3.0), 0.05, k >= 5)
+    # Adam without momentum on a constant gradient: a step of lr per update.
+    np.testing.assert_allclose(state.log_length, np.log(0.1) + 10 * 0.05, rtol=1e-5)
+    window = np.log(0.1) + 0.05 * np.arange(6, 11)
+    np.testing.assert_allclose(
+        adaptation.final_trajectory_length(state), np.exp(window.mean()), rtol=1e-5
+    )
+    unchanged = adaptation.trajectory_update(state, jnp.asarray(jnp.nan), 0.05, False)
+    np.testing.assert_allclose(unchanged.log_length, state.log_length)
