@@ -20,6 +20,7 @@ the largest |mean error| in sds and the largest |sd / sd_true - 1|.
 """
 
 import argparse
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -53,13 +54,14 @@ def _banana():
     return model, np.zeros(2), np.array([10.0, np.sqrt(0.03**2 * 2e4 + 1.0)])
 
 
-def init_to_standard_normal(site=None):
-    """Initial points N(0, I) for real sites (an init strategy, as NumPyro's)."""
-    if site is None:
-        return init_to_standard_normal
+def _standard_normal(site=None):
     if site["type"] == "sample" and not site["is_observed"]:
         return jax.random.normal(site["kwargs"]["rng_key"], site["fn"].shape())
     return None
+
+
+init_to_standard_normal = functools.partial(_standard_normal)
+"""Initial points N(0, I) for real sites (a partial, as NumPyro's strategies)."""
 
 
 def _target(name):

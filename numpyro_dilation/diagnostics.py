@@ -5,7 +5,7 @@ the end of warmup.
 ``population_warnings`` is a pure function of statistics of the population at two
 times ``k`` iterations apart (positions ``x_i(t - k)`` and ``x_i(t)``, each
 particle's mean acceptance probability ``a_i`` and the divergence flags in
-between). Five checks, each with its threshold:
+between). Six checks, each with its threshold:
 
 * acceptance collapsed: the population's mean acceptance ``mean_i a_i`` is below
   ``ACCEPTANCE_FLOOR`` (the step size adapts towards 0.574);
@@ -30,6 +30,13 @@ between). Five checks, each with its threshold:
   is Student-t with ``n - 1`` degrees of freedom; the threshold is its quantile
   for a false-alarm probability of ``FLOW_FALSE_ALARM`` per run (Bonferroni over
   the ``d`` coordinates). Mass still flowing between modes moves the mean.
+* spread still changing: the same test on the paired differences of the
+  absolute deviations ``|x_ij(t) - m_j| - |x_ij(t - k) - m_j|``, ``m_j`` the
+  mean over both times (a symmetric function of the pair, so ``E = 0`` again at
+  stationarity; absolute rather than squared deviations need only a finite
+  variance). A population still widening along a direction the move crosses
+  slowly passes the mean test and fails this one. The two tests share the
+  false-alarm budget (Bonferroni over ``2 d`` tests).
 
 The checks need ``MIN_PARTICLES`` particles (below, the population statistics are
 too noisy to judge), a window of ``MIN_WINDOW`` iterations and at least one
@@ -97,7 +104,7 @@ def population_warnings(
     num_iterations: int,
     when: str,
 ) -> list[str]:
-    """The messages of the five checks (empty when all pass).
+    """The messages of the six checks (empty when all pass).
 
     :param accept_prob: each particle's mean acceptance probability over the
         ``k`` iterations, shape ``(n,)``.
@@ -160,23 +167,44 @@ def population_warnings(
             "nearer the posterior (init_params, init_strategy), rescale the "
             "parameters, or raise num_warmup."
         )
-    diff = after - before
-    sd = np.std(diff, axis=0, ddof=1)
-    moving = sd > 0
-    if np.any(moving):
-        z = np.abs(np.mean(diff[:, moving], axis=0)) / (sd[moving] / np.sqrt(n))
-        threshold = scipy.stats.t.isf(FLOW_FALSE_ALARM / (2 * d), n - 1)
-        if np.max(z) > threshold:
-            j = int(np.flatnonzero(moving)[np.argmax(z)])
+    threshold = scipy.stats.t.isf(FLOW_FALSE_ALARM / (4 * d), n - 1)
+    centre = 0.5 * (np.mean(before, axis=0) + np.mean(after, axis=0))
+    for diff, what, cause in (
+        (
+            after - before,
+            "mean",
+            "The particles have not settled (e.g. mass still flowing between modes)",
+        ),
+        (
+            np.abs(after - centre) - np.abs(before - centre),
+            "spread (mean absolute deviation)",
+            "The population is still widening or narrowing (a direction much "
+            "wider or narrower than the others that the moves cross slowly: "
+            "step='hmc' or dense_mass=True cross it faster)",
+        ),
+    ):
+        z, j = _paired_z(diff, n)
+        if z > threshold:
+            change = "still moving" if what == "mean" else "still changing"
             messages.append(
-                f"DilationKernel: the population was still moving {when}: over "
-                f"the last {num_iterations} iterations the mean of coordinate {j} "
-                f"shifted by {np.max(z):.1f} standard errors (threshold "
-                f"{threshold:.1f}). The particles have not settled (e.g. mass "
-                "still flowing between modes), so the draws do not represent the "
+                f"DilationKernel: the population was {change} {when}: over "
+                f"the last {num_iterations} iterations the {what} of coordinate "
+                f"{j} shifted by {z:.1f} standard errors (threshold "
+                f"{threshold:.1f}). {cause}, so the draws do not represent the "
                 "posterior yet. Raise num_warmup."
             )
     return messages
+
+
+def _paired_z(diff: np.ndarray, n: int) -> tuple[float, int]:
+    """The largest ``|mean(d_j)| / (sd(d_j) / sqrt(n))`` over the coordinates
+    that vary, and its coordinate (0 and -1 when none does)."""
+    sd = np.std(diff, axis=0, ddof=1)
+    varies = sd > 0
+    if not np.any(varies):
+        return 0.0, -1
+    z = np.abs(np.mean(diff[:, varies], axis=0)) / (sd[varies] / np.sqrt(n))
+    return float(np.max(z)), int(np.flatnonzero(varies)[np.argmax(z)])
 
 
 def _user_stacklevel() -> int:

@@ -77,6 +77,16 @@ def test_each_check_fires_on_its_fault():
     after[jumpers] += 4.0
     (message,) = population_warnings(accept, diverging, before, after, K, "here")
     assert "still moving here" in message and "coordinate 0" in message
+    # Coordinate 2 widens by 10% in the window, its mean unchanged: the paired
+    # absolute deviations grow by 0.08 (sd 0.12 for this strongly paired
+    # population, n = 512), about 15 standard errors (threshold 5.3); the mean
+    # test stays quiet.
+    before = rng.normal(size=(N, D))
+    after = before + 0.1 * rng.normal(size=(N, D))
+    after[:, 2] *= 1.1
+    (message,) = population_warnings(accept, diverging, before, after, K, "here")
+    assert "still changing here" in message and "spread" in message
+    assert "coordinate 2" in message
 
 
 def test_small_populations_and_windows_are_not_judged():
