@@ -20,9 +20,13 @@ With ``options.hmc`` every Langevin move at ``l = 1`` (tuning and sampling) is
 an exact HMC trajectory instead (``core.hmc``): ``n = ceil(u_t T / eps)``
 leapfrog steps shared by the population, ``u_t`` the quasi-random jitter of
 iteration ``t``, ``T`` tuned by ChEES while tuning and frozen (its final-window
-mean) with ``eps``. ``num_steps`` is the last iteration's gradients per
-particle and ``num_gradients`` their running total over the iterations (mode
-fits and the initial evaluation excluded; the iteration count without HMC).
+mean) with ``eps``. ``T`` starts at 1: in the coordinates the preconditioner
+whitens, the Hamiltonian flow of a Gaussian has period ``2 pi`` whatever its
+scales, so 1 is near ChEES's optimum from the start (starting at one step, as
+ChEES does, spends most of a short tuning phase growing ``T``).
+``num_steps`` is the last iteration's gradients per particle and
+``num_gradients`` their running total over the iterations (mode fits and the
+initial evaluation excluded; the iteration count without HMC).
 
 Multimodal targets (docs/multimodal.md), on by default:
 
@@ -204,7 +208,7 @@ def init(
         calendar=run_calendar,
         modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
-        trajectory=adaptation.trajectory_init(step_size),
+        trajectory=adaptation.trajectory_init(1.0),
         num_steps=jnp.ones((), jnp.int32),
         num_gradients=jnp.zeros((), jnp.int32),
     )
