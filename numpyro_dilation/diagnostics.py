@@ -169,14 +169,16 @@ def population_warnings(
         )
     threshold = scipy.stats.t.isf(FLOW_FALSE_ALARM / (4 * d), n - 1)
     centre = 0.5 * (np.mean(before, axis=0) + np.mean(after, axis=0))
-    for diff, what, cause in (
+    for diff, change, what, cause in (
         (
             after - before,
+            "still moving",
             "mean",
             "The particles have not settled (e.g. mass still flowing between modes)",
         ),
         (
             np.abs(after - centre) - np.abs(before - centre),
+            "still changing",
             "spread (mean absolute deviation)",
             "The population is still widening or narrowing (a direction much "
             "wider or narrower than the others that the moves cross slowly: "
@@ -185,7 +187,6 @@ def population_warnings(
     ):
         z, j = _paired_z(diff, n)
         if z > threshold:
-            change = "still moving" if what == "mean" else "still changing"
             messages.append(
                 f"DilationKernel: the population was {change} {when}: over "
                 f"the last {num_iterations} iterations the {what} of coordinate "

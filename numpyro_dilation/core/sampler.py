@@ -256,7 +256,8 @@ def _after_metropolis(particles: Particles, new, info, accept_field: str) -> Par
 def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, use_hmc):
     """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``, or
     with ``use_hmc`` (static) one HMC trajectory of ``n`` leapfrog steps of
-    size ``h``, whose length ChEES tunes during warmup.
+    size ``h``. Returns the state and the per-particle step information (for
+    HMC what ChEES needs: ``_tune_trajectory``, during warmup only).
 
     The proposal noise and the accept uniforms of the whole population are drawn
     in one call each (one key per particle costs more than a cheap target).
@@ -295,29 +296,36 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, use_hm
     state = state._replace(
         particles=_after_metropolis(particles, new, info, "accept_prob")
     )
-    if not use_hmc:
-        return state
+    return (state._replace(num_steps=n) if use_hmc else state), info
+
+
+def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
+    """Warmup only: one ChEES update of ``T`` from the HMC move ``before ->
+    after`` (``info``: its endpoints and velocities), in whitened coordinates."""
+    precond = make_preconditioner(before.inv_mass)
     whiten = jax.vmap(precond.whiten)
+    u = hmc.jitter(before.iteration)
     gradient = adaptation.chees_gradient(
-        whiten(y),
+        whiten(before.particles.position),
         whiten(info.proposal),
         whiten(info.velocity),
         info.acceptance_rate,
-        u * length,
+        u * jnp.exp(before.trajectory.log_length),
     )
-    t, run_calendar = state.iteration, state.calendar
+    t, run_calendar = before.iteration, before.calendar
     updated = adaptation.trajectory_update(
-        state.trajectory,
+        before.trajectory,
         gradient,
         options.trajectory_learning_rate,
         calendar.in_step_size_window(run_calendar, t),
     )
-    trajectory = jax.tree.map(
-        lambda new, old: jnp.where(t < run_calendar.num_warmup, new, old),
-        updated,
-        state.trajectory,
-    )
-    return state._replace(trajectory=trajectory, num_steps=n)
+    trajectory = _tree_where(t < run_calendar.num_warmup, updated, before.trajectory)
+    return after._replace(trajectory=trajectory)
+
+
+def _tree_where(condition: Array, new, old):
+    """``new`` where ``condition`` holds, else ``old``, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
 def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
@@ -338,8 +346,8 @@ def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
     )
     scale = jnp.std(x, axis=0)
     squared = jnp.sum(((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1)
-    block = jax.tree.map(
-        lambda a, b: jnp.where(state.iteration < state.calendar.num_warmup, a, b),
+    block = _tree_where(
+        state.iteration < state.calendar.num_warmup,
         jumps.update_block_choice(state.jump_block, squared, info.is_coordinate),
         state.jump_block,
     )
@@ -396,28 +404,18 @@ def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> Sample
             options.adaptation_gain,
             calendar.in_step_size_window(run_calendar, t),
         )
-        updated = jax.tree.map(
-            lambda new, old: jnp.where(in_warmup & moved, new, old), updated, step_size
-        )
+        updated = _tree_where(in_warmup & moved, updated, step_size)
         frozen = updated._replace(
             log_step_size=jnp.log(adaptation.final_step_size(updated))
         )
-        step_size = jax.tree.map(
-            lambda a, b: jnp.where(t == run_calendar.num_warmup - 1, a, b),
-            frozen,
-            updated,
-        )
+        step_size = _tree_where(t == run_calendar.num_warmup - 1, frozen, updated)
     if options.hmc:
         trajectory = state.trajectory
         frozen = trajectory._replace(
             log_length=jnp.log(adaptation.final_trajectory_length(trajectory))
         )
         state = state._replace(
-            trajectory=jax.tree.map(
-                lambda a, b: jnp.where(t == run_calendar.num_warmup - 1, a, b),
-                frozen,
-                trajectory,
-            )
+            trajectory=_tree_where(t == run_calendar.num_warmup - 1, frozen, trajectory)
         )
     inv_mass = state.inv_mass
     if options.adapt_inv_mass and state.particles.position.shape[0] > 1:
@@ -473,7 +471,7 @@ def step(
     # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump,
     # 3 rebalance, 4 HMC move (options.hmc, from the end of annealing).
     branches = [
-        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, False),
+        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, False)[0],
         lambda s: _rescale(s, lam, logdensity_and_grad_fn),
         lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
         lambda s: (
@@ -485,7 +483,11 @@ def step(
     move = 0
     if options.hmc:
         branches.append(
-            lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, True)
+            lambda s: _tune_trajectory(
+                s,
+                *_move(key_move, s, lam, logdensity_and_grad_fn, options, True),
+                options,
+            )
         )
         move = jnp.where(t >= run_calendar.num_anneal, 4, 0)
     branch = jnp.where(
@@ -528,7 +530,10 @@ def sample_step(
     jumping, _ = _multimodal(state, options)
 
     def move(s):
-        return _move(key_move, s, s.lam, logdensity_and_grad_fn, options, options.hmc)
+        moved, _ = _move(
+            key_move, s, s.lam, logdensity_and_grad_fn, options, options.hmc
+        )
+        return moved
 
     if jumping:
         is_jump = (state.modes.num_modes > 1) & (
