@@ -82,6 +82,26 @@ def _draws(idata):
     return np.concatenate([a.reshape(a.shape[0] * a.shape[1], -1) for a in arrays], 1)
 
 
+def side_by_side(model, model_args, kernels, particles):
+    """``compare`` at the defaults (500 warmup + 200 draws, same seed): its table
+    and each run's draws, flat (draws, coordinates)."""
+    comparison = compare(
+        model,
+        *model_args,
+        kernels=kernels,
+        num_warmup=500,
+        num_samples=200,
+        num_particles=particles,
+    )
+    draws = {run: _draws(idata) for run, idata in comparison.idata.items()}
+    return comparison.table, draws
+
+
+def answer_errors(x, mean, sd):
+    """The largest |mean error| in sds and the largest |sd / sd_true - 1|."""
+    return np.max(np.abs(x.mean(0) - mean) / sd), np.max(np.abs(x.std(0) / sd - 1.0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="rotated,spread,banana")
@@ -95,20 +115,11 @@ def main() -> None:
             "DK mala": DilationKernel(model, init_strategy=init),
             "DK hmc": DilationKernel(model, step="hmc", init_strategy=init),
         }
-        comparison = compare(
-            model,
-            kernels=kernels,
-            num_warmup=500,
-            num_samples=200,
-            num_particles=args.particles,
-        )
-        table = comparison.table
+        table, draws = side_by_side(model, (), kernels, args.particles)
         nuts_per_grad = table.loc["NUTS", "ess_per_grad"]
         print(f"\n{name}:")
-        for run, idata in comparison.idata.items():
-            x = _draws(idata)
-            err = np.max(np.abs(x.mean(0) - mean) / sd)
-            sd_err = np.max(np.abs(x.std(0) / sd - 1.0))
+        for run, x in draws.items():
+            err, sd_err = answer_errors(x, mean, sd)
             row = table.loc[run]
             per_grad = row["ess_per_grad"] / nuts_per_grad
             print(

@@ -22,7 +22,7 @@ from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key
 
 from numpyro_dilation import diagnostics
-from numpyro_dilation.core import calendar, cpu_lapack, sampler
+from numpyro_dilation.core import calendar, cpu_lapack, preconditioner, sampler
 from numpyro_dilation.core.level_schedule import ScheduleLike
 from numpyro_dilation.core.options import SamplerOptions
 from numpyro_dilation.core.sharding import particle_sharding, shard_particles, split
@@ -201,7 +201,11 @@ class DilationKernel(MCMCKernel):
         stability need smaller steps.
     :param adapt_mass_matrix: estimate the preconditioner from the population
         while tuning at ``l = 1``.
-    :param dense_mass: dense instead of diagonal preconditioner.
+    :param dense_mass: dense (``True``) or diagonal (``False``) preconditioner;
+        ``None`` (default): dense when there are at least 10 particles per
+        dimension (``num_chains >= 10 d``, where the population estimates a
+        covariance well; ``core.preconditioner.dense_by_default``) and the
+        preconditioner is adapted, else diagonal.
     :param schedule: ``"geometric"``, a callable ``u -> l(u)`` on [0, 1], or an
         increasing array of levels ending at 1.
     :param lambda_min: first level of the geometric schedule.
@@ -273,7 +277,7 @@ class DilationKernel(MCMCKernel):
         adapt_step_size: bool = True,
         target_accept_prob: float | None = None,
         adapt_mass_matrix: bool = True,
-        dense_mass: bool = False,
+        dense_mass: bool | None = None,
         schedule: ScheduleLike = "geometric",
         lambda_min: float = 1e-4,
         num_levels: int | None = None,
@@ -317,9 +321,10 @@ class DilationKernel(MCMCKernel):
             )
         if int(max_modes) != max_modes or max_modes < 1:
             raise ValueError(f"max_modes must be a positive integer, got {max_modes}.")
-        if not isinstance(dense_mass, bool | np.bool_):
+        if dense_mass is not None and not isinstance(dense_mass, bool | np.bool_):
             raise ValueError(
-                f"dense_mass must be True or False, got {dense_mass!r}. NumPyro's "
+                f"dense_mass must be True, False or None (dense when num_chains >= "
+                f"10 x the dimension), got {dense_mass!r}. NumPyro's "
                 "structured form (a list of tuples of sites) is not supported: the "
                 "preconditioner is estimated from the population, diagonal or "
                 "dense over every latent site; pass dense_mass=True for a dense "
@@ -340,13 +345,14 @@ class DilationKernel(MCMCKernel):
         self._init_strategy = init_strategy
         self._forward_mode = forward_mode_differentiation
         self._shard = shard_particles
+        self._dense_mass = dense_mass
         self._options = SamplerOptions(
             adjusted=step != "ula",
             hmc=step == "hmc",
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
             adapt_inv_mass=adapt_mass_matrix,
-            dense_mass=bool(dense_mass),
+            dense_mass=bool(dense_mass),  # dense_mass=None: decided in init
             rebalance=bool(rebalance),
             jump_prob=float(jump_prob),
             max_modes=int(max_modes),
@@ -499,6 +505,11 @@ class DilationKernel(MCMCKernel):
         )
         if self._sequential:
             logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
+        if self._dense_mass is None:
+            dense = self._options.adapt_inv_mass and preconditioner.dense_by_default(
+                dim, num_chains
+            )
+            self._options = self._options._replace(dense_mass=dense)
         self._calendar = calendar.build_calendar(
             num_warmup,
             self._options,

@@ -94,6 +94,29 @@ def test_badly_scaled_gaussian(dense_mass):
     assert_moments_within_mc_error(mcmc.get_samples(group_by_chain=True), 0 * sd, cov)
 
 
+@pytest.mark.parametrize(
+    "dim, num_chains, adapt, dense",
+    [(6, 64, True, True), (7, 64, True, False), (6, 64, False, False)],
+)
+def test_dense_mass_default_needs_ten_particles_per_dimension(
+    dim, num_chains, adapt, dense
+):
+    # dense_mass=None: dense exactly when num_chains >= 10 d and the
+    # preconditioner is adapted (64 particles: d = 6 is dense, d = 7 is not).
+    mcmc = run(
+        DilationKernel(
+            potential_fn=gaussian_potential(jnp.zeros(dim), jnp.eye(dim)),
+            adapt_mass_matrix=adapt,
+        ),
+        init_params=spread_init(dim, num_chains),
+        num_warmup=100,
+        num_samples=2,
+        num_chains=num_chains,
+    )
+    inv_mass = mcmc.last_state.sampler_state.inv_mass
+    assert inv_mass.shape == ((dim, dim) if dense else (dim,))
+
+
 def constrained_model(y=None):
     tau = numpyro.sample("tau", dist.HalfNormal(2.0))
     w = numpyro.sample("w", dist.Dirichlet(jnp.array([1.0, 2.0, 3.0])))
@@ -194,7 +217,9 @@ def test_hmc_step_is_exact_on_a_correlated_gaussian_and_counts_its_gradients():
     # A 6-d Gaussian with correlations up to 0.95 and scales over a factor 30:
     # every coordinate's mean and sd within Z_MAX Monte Carlo standard errors
     # (mc_error.assert_matches, ESS-based). HMC moves at l = 1 cost num_steps
-    # gradients, reported per draw and counted in num_gradients.
+    # gradients, reported per draw and counted in num_gradients. The diagonal
+    # preconditioner leaves the correlations to the trajectories (a dense one,
+    # the default at 256 particles in 6-d, whitens them to about one step).
     rng = np.random.default_rng(3)
     q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
     cov = q @ np.diag(np.logspace(-1, 2, 6)) @ q.T
@@ -202,6 +227,7 @@ def test_hmc_step_is_exact_on_a_correlated_gaussian_and_counts_its_gradients():
     kernel = DilationKernel(
         potential_fn=gaussian_potential(jnp.asarray(mean), jnp.asarray(cov)),
         step="hmc",
+        dense_mass=False,
     )
     mcmc = run(
         kernel,

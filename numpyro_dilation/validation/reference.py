@@ -112,11 +112,13 @@ def z_scores(
 def ula_stationary_covariance(
     cov: np.ndarray, step_size: float, inv_mass: np.ndarray
 ) -> np.ndarray:
-    """Stationary covariance of ULA on ``N(mu, cov)`` with diagonal preconditioner
-    ``M`` and step ``h``: ``x' - mu = A (x - mu) + sqrt(2h) M^{1/2} z`` with
-    ``A = I - h M cov^{-1}``, so ``V = A V A^T + 2h M`` (discrete Lyapunov)."""
-    a = np.eye(len(cov)) - step_size * np.diag(inv_mass) @ np.linalg.inv(cov)
-    return scipy.linalg.solve_discrete_lyapunov(a, 2 * step_size * np.diag(inv_mass))
+    """Stationary covariance of ULA on ``N(mu, cov)`` with preconditioner ``M``
+    (a vector: diagonal; or a matrix) and step ``h``: ``x' - mu = A (x - mu) +
+    sqrt(2h) M^{1/2} z`` with ``A = I - h M cov^{-1}``, so ``V = A V A^T + 2h M``
+    (discrete Lyapunov)."""
+    inv_mass = np.diag(inv_mass) if np.ndim(inv_mass) == 1 else np.asarray(inv_mass)
+    a = np.eye(len(cov)) - step_size * inv_mass @ np.linalg.inv(cov)
+    return scipy.linalg.solve_discrete_lyapunov(a, 2 * step_size * inv_mass)
 
 
 class ULAGaussianRun(NamedTuple):

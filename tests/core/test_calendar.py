@@ -110,7 +110,7 @@ def test_the_kernel_defaults_are_the_cores(name, source):
     assert kernel == inspect.signature(source).parameters[name].default
 
 
-@pytest.mark.parametrize("name", ["jump_prob", "max_modes", "rebalance", "dense_mass"])
+@pytest.mark.parametrize("name", ["jump_prob", "max_modes", "rebalance"])
 def test_the_kernel_option_defaults_are_the_cores(name):
     kernel = inspect.signature(DilationKernel.__init__).parameters[name].default
     assert kernel == core.DEFAULT_OPTIONS._asdict()[name]
