@@ -144,7 +144,9 @@ def population_warnings(
             "below the rest (e.g. the neck of a funnel, a hierarchical scale near "
             "0) where the shared step size is too large: that region is "
             "under-sampled and the draws are biased. Reparametrise the model "
-            "(e.g. non-centred, numpyro.infer.reparam.LocScaleReparam)."
+            "(e.g. non-centred, numpyro.infer.reparam.LocScaleReparam), or "
+            "choose the step per particle: step='hmc', "
+            "step_size_selection='local' (exact, many more gradients)."
         )
     divergent = float(np.mean(diverging))
     if divergent > DIVERGENT_SHARE:

@@ -51,7 +51,8 @@ class DilationState(NamedTuple):
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **num_steps**: gradients per particle of the last iteration (the
-      leapfrog steps of an HMC move, else 1).
+      leapfrog steps of an HMC move, else 1; with local step sizes the most
+      that any particle's step search took).
     - **sampler_state**: the pure-JAX population state.
     - **rng_key**: the chains' keys; the first is the population's (a single
       key when MCMC hands one back to continue a run).
@@ -194,6 +195,15 @@ class DilationKernel(MCMCKernel):
         one MALA step moves too little.
     :param step_size: initial ``eps`` (> 0): the Langevin step in target space;
         on the path the step is ``h = eps * l``.
+    :param step_size_selection: ``"shared"`` (default): one step size for all
+        particles; ``"local"``: at ``l = 1`` (tuning and sampling) each move,
+        MALA or HMC, chooses its particle's step from the shared one by up to
+        8 halvings or doublings until its acceptance ratio falls in a random
+        band, and is accepted only if the same search from the proposal gives
+        the same step (AutoStep, Liu et al. 2025; autoMALA, Biron-Lattes et al.
+        2024): exact, for posteriors whose scale changes across the support
+        (funnels, hierarchical scales near zero). Each try costs a move's
+        gradients; ``num_steps`` records the most any particle took.
     :param adapt_step_size: adapt ``eps`` towards ``target_accept_prob``.
     :param target_accept_prob: mean acceptance probability targeted by the
         step-size adaptation; default 0.574 for MALA (Roberts & Rosenthal 1998),
@@ -274,6 +284,7 @@ class DilationKernel(MCMCKernel):
         *,
         step: str = "mala",
         step_size: float = 0.1,
+        step_size_selection: str = "shared",
         adapt_step_size: bool = True,
         target_accept_prob: float | None = None,
         adapt_mass_matrix: bool = True,
@@ -296,6 +307,16 @@ class DilationKernel(MCMCKernel):
             )
         if step not in ("mala", "ula", "hmc"):
             raise ValueError(f"step must be 'mala', 'ula' or 'hmc', got {step!r}.")
+        if step_size_selection not in ("shared", "local"):
+            raise ValueError(
+                "step_size_selection must be 'shared' or 'local', got "
+                f"{step_size_selection!r}."
+            )
+        if step_size_selection == "local" and step == "ula":
+            raise ValueError(
+                "step_size_selection='local' needs an exact move (its reversal "
+                "check is part of the accept test): use step='mala' or 'hmc'."
+            )
         if _is_concrete(step_size) and not (np.isfinite(step_size) and step_size > 0):
             raise ValueError(
                 f"step_size must be a positive number, got {step_size}; "
@@ -349,6 +370,7 @@ class DilationKernel(MCMCKernel):
         self._options = SamplerOptions(
             adjusted=step != "ula",
             hmc=step == "hmc",
+            local_step_size=step_size_selection == "local",
             target_accept_prob=target_accept_prob,
             adapt_step_size=adapt_step_size,
             adapt_inv_mass=adapt_mass_matrix,
@@ -591,14 +613,16 @@ class DilationKernel(MCMCKernel):
     ) -> int:
         """Log-density (and gradient) evaluations of the population in its
         first ``num_iterations`` iterations, mode fits included (after ``init``).
-        With ``step="hmc"`` pass the state after them (``mcmc.last_state``):
-        a trajectory's gradients vary with the iteration."""
+        With ``step="hmc"`` or ``step_size_selection="local"`` pass the state
+        after them (``mcmc.last_state``): a move's gradients vary with the
+        iteration."""
         if self._calendar is None:
             raise ValueError("num_evaluations needs the run's calendar: call init.")
-        if self._options.hmc and state is None:
+        if (self._options.hmc or self._options.local_step_size) and state is None:
             raise ValueError(
-                "num_evaluations with step='hmc' needs the run's state: pass "
-                "state=mcmc.last_state (trajectories vary in length)."
+                "num_evaluations with step='hmc' or step_size_selection='local' "
+                "needs the run's state: pass state=mcmc.last_state (the "
+                "gradients of a move vary)."
             )
         num_gradients = None if state is None else state.sampler_state.num_gradients
         return sampler.num_evaluations(

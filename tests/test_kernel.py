@@ -257,3 +257,25 @@ def test_hmc_step_is_exact_on_a_correlated_gaussian_and_counts_its_gradients():
     assert float(jnp.exp(pop.trajectory.log_length)) > 2 * float(
         jnp.exp(pop.step_size.log_step_size)
     )
+
+
+def test_local_step_sizes_reach_the_funnel_neck_and_count_their_gradients():
+    # Neal's funnel in 4-d (x0 ~ N(0, 9), scales exp(x0 / 2)): the shared step
+    # leaves the neck empty; with local steps and HMC moves the population's
+    # x0 matches N(0, 9): its mean, sd and P(x0 < -3) within Z_MAX Monte Carlo
+    # standard errors (mc_error.assert_matches, ESS-based). Each iteration
+    # records the most gradients a particle's step search took.
+    funnel = targets.funnel(4)
+    model = targets.as_numpyro_model(funnel)
+    kernel = DilationKernel(model, step="hmc", step_size_selection="local")
+    mcmc = run(kernel, num_chains=256, extra_fields=("num_steps",))
+    x0 = np.asarray(mcmc.get_samples(group_by_chain=True)["x"][..., 0])
+    assert_matches(x0, 0.0, 3.0, {0.158655: -3.0}, label="x0")
+    steps = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["num_steps"])
+    assert np.all(steps == steps[:1]) and steps.mean() > 2
+    pop = mcmc.last_state.sampler_state
+    assert int(pop.num_gradients) > 300 + steps[0].sum()
+    ratio = np.asarray(pop.particles.log_step_ratio) / np.log(2.0)
+    assert ratio.min() <= -2 and np.allclose(ratio, np.round(ratio), atol=1e-4)
+    with pytest.raises(ValueError, match="state=mcmc.last_state"):
+        kernel.num_evaluations(400)

@@ -144,6 +144,14 @@ def test_chain_method_other_than_vectorized_is_refused(method):
             {"model": normal_mean_model, "step": "nuts"},
             "step must be 'mala', 'ula' or 'hmc'",
         ),
+        (
+            {"model": normal_mean_model, "step_size_selection": "per_particle"},
+            "step_size_selection must be 'shared' or 'local'",
+        ),
+        (
+            {"model": normal_mean_model, "step": "ula", "step_size_selection": "local"},
+            "needs an exact move",
+        ),
         ({"model": normal_mean_model, "target_accept_prob": 1.5}, "target_accept_prob"),
         ({"model": normal_mean_model, "anneal_fraction": 2.0}, "anneal_fraction"),
         ({"model": normal_mean_model, "num_levels": 0}, "num_levels"),

@@ -13,7 +13,8 @@ The whole run in BlackJAX's manner, a calendar, an ``init`` and a ``step``::
 
 Modules: ``dilation_path`` (the path and its score), ``level_schedule`` (its
 levels), ``calendar`` (every warmup phase and event), ``options``,
-``langevin`` (MALA/ULA steps), ``preconditioner``, ``adaptation`` (step size,
+``langevin`` (MALA/ULA steps), ``hmc`` (HMC trajectories), ``autostep``
+(per-particle step sizes), ``preconditioner``, ``adaptation`` (step size,
 population preconditioner), ``stragglers``, ``sampler`` (one iteration of the
 population), ``sharding`` (the particle axis over devices), ``cpu_lapack``
 (jaxlib < 0.11 CPU workaround) and ``multimodal`` (modes, jumps, rebalancing).

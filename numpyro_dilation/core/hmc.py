@@ -30,7 +30,14 @@ from jax import Array
 from numpyro_dilation.core.langevin import LangevinState, metropolis
 from numpyro_dilation.core.preconditioner import Preconditioner
 
-__all__ = ["HMCInfo", "step_from_noise", "num_integration_steps", "jitter"]
+__all__ = [
+    "HMCInfo",
+    "step_from_noise",
+    "integrate",
+    "log_acceptance_ratio",
+    "num_integration_steps",
+    "jitter",
+]
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
 
@@ -59,6 +66,27 @@ def step_from_noise(
     """``num_steps`` leapfrog steps from ``v_0 = L z``, then the accept test
     ``log_uniform < r``. Costs ``num_steps`` gradients; ``num_steps`` may be
     traced (a shared scalar under ``vmap``)."""
+    velocity = precond.scale_noise(z)
+    proposal, v = integrate(
+        state, velocity, logdensity_and_grad_fn, step_size, num_steps, precond
+    )
+    log_ratio = log_acceptance_ratio(state, velocity, proposal, v, precond)
+    new, info = metropolis(log_uniform, state, proposal, log_ratio)
+    return new, HMCInfo(*info, proposal.position, v)
+
+
+def integrate(
+    state: LangevinState,
+    velocity: Array,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    step_size: Array,
+    num_steps: Array,
+    precond: Preconditioner,
+) -> tuple[LangevinState, Array]:
+    """The endpoint and final velocity of ``num_steps`` leapfrog steps of size
+    ``step_size`` from ``(state.position, velocity)`` (``num_steps`` gradients).
+    Started from the endpoint with the velocity reversed, it returns to the
+    start with the velocity reversed (up to rounding)."""
     step_size = jnp.asarray(step_size, state.position.dtype)
     half = 0.5 * step_size
 
@@ -69,18 +97,24 @@ def step_from_noise(
         value, grad = logdensity_and_grad_fn(x)
         return x, v + half * precond.apply(grad), value, grad
 
-    start = (
-        state.position,
-        precond.scale_noise(z),
-        state.logdensity,
-        state.logdensity_grad,
-    )
+    start = (state.position, velocity, state.logdensity, state.logdensity_grad)
     x, v, value, grad = jax.lax.fori_loop(0, num_steps, leapfrog, start)
-    proposal = LangevinState(x, value, grad)
-    kinetic_change = 0.5 * (jnp.sum(precond.whiten(v) ** 2) - jnp.sum(z**2))
-    log_ratio = value - state.logdensity - kinetic_change
-    new, info = metropolis(log_uniform, state, proposal, log_ratio)
-    return new, HMCInfo(*info, x, v)
+    return LangevinState(x, value, grad), v
+
+
+def log_acceptance_ratio(
+    state: LangevinState,
+    velocity: Array,
+    proposal: LangevinState,
+    proposal_velocity: Array,
+    precond: Preconditioner,
+) -> Array:
+    """``r = log p(x_n) - log p(x_0) - (|L^{-1} v_n|^2 - |L^{-1} v_0|^2) / 2``."""
+    kinetic_change = 0.5 * (
+        jnp.sum(precond.whiten(proposal_velocity) ** 2)
+        - jnp.sum(precond.whiten(velocity) ** 2)
+    )
+    return proposal.logdensity - state.logdensity - kinetic_change
 
 
 def jitter(iteration: Array) -> Array:

@@ -15,7 +15,9 @@ class SamplerOptions(NamedTuple):
     ``hmc``: at ``l = 1`` (tuning and sampling) each move is an HMC trajectory
     (``core.hmc``) of ChEES-tuned length, at most ``max_leapfrog_steps``
     gradients, instead of one MALA step; ``trajectory_learning_rate`` is
-    ChEES's Adam rate on ``log T``.
+    ChEES's Adam rate on ``log T``; ``local_step_size``: at ``l = 1`` each
+    move (MALA or HMC) chooses its particle's step from the shared one by at
+    most ``max_step_doublings`` halvings or doublings (``core.autostep``).
     """
 
     adjusted: bool = True
@@ -31,6 +33,8 @@ class SamplerOptions(NamedTuple):
     hmc: bool = False
     max_leapfrog_steps: int = 256
     trajectory_learning_rate: float = 0.05
+    local_step_size: bool = False
+    max_step_doublings: int = 8
 
 
 DEFAULT_OPTIONS = SamplerOptions()

@@ -24,7 +24,12 @@ mean) with ``eps``. ``T`` starts at 1: in the coordinates the preconditioner
 whitens, the Hamiltonian flow of a Gaussian has period ``2 pi`` whatever its
 scales, so 1 is near ChEES's optimum from the start (starting at one step, as
 ChEES does, spends most of a short tuning phase growing ``T``).
-``num_steps`` is the last iteration's gradients per particle and
+With ``options.local_step_size`` every move at ``l = 1`` (MALA, or HMC with
+``options.hmc``) chooses each particle's step from the shared one by halvings
+and doublings, exactly (``core.autostep``); the shared step keeps adapting
+towards the target acceptance while tuning and is frozen with the rest.
+``num_steps`` is the last iteration's gradients per particle (with local
+steps the most that any particle took: the population waits for it) and
 ``num_gradients`` their running total over the iterations (mode fits and the
 initial evaluation excluded; the iteration count without HMC).
 
@@ -62,6 +67,7 @@ from jax import Array
 
 from numpyro_dilation.core import (
     adaptation,
+    autostep,
     calendar,
     dilation_path,
     hmc,
@@ -87,10 +93,17 @@ __all__ = [
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
 
+LOCAL_STEP_GAIN = 0.5
+"""With local step sizes, ``log h`` moves this share of the way to the
+population's mean selected ``log h_i`` at each warmup move at ``l = 1``
+(autoMALA sets its base step to the mean selected one after each round)."""
+
 
 class Particles(NamedTuple):
     """Every per-particle array, particle axis first; ``logdensity`` and its
-    gradient are those of ``p_lam`` at ``position`` (path coordinates)."""
+    gradient are those of ``p_lam`` at ``position`` (path coordinates);
+    ``log_step_ratio`` is ``log(h_i / h)`` of the last move with a local step
+    (0 with the shared one)."""
 
     position: Array
     center: Array
@@ -99,6 +112,7 @@ class Particles(NamedTuple):
     accept_prob: Array
     diverging: Array
     jump_accept_prob: Array
+    log_step_ratio: Array
 
 
 class SamplerState(NamedTuple):
@@ -201,6 +215,7 @@ def init(
             accept_prob=jnp.ones(n, center.dtype),
             diverging=jnp.zeros(n, bool),
             jump_accept_prob=jnp.zeros(n, center.dtype),
+            log_step_ratio=jnp.zeros(n, center.dtype),
         ),
         lam=lam,
         step_size=adaptation.step_size_init(step_size),
@@ -253,11 +268,14 @@ def _after_metropolis(particles: Particles, new, info, accept_field: str) -> Par
     )
 
 
-def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, use_hmc):
-    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``, or
-    with ``use_hmc`` (static) one HMC trajectory of ``n`` leapfrog steps of
-    size ``h``. Returns the state and the per-particle step information (for
-    HMC what ChEES needs: ``_tune_trajectory``, during warmup only).
+def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_target):
+    """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``; with
+    ``at_target`` (static: ``l = 1``) and ``options.hmc`` one HMC trajectory of
+    ``n`` leapfrog steps of size ``h`` instead, and with ``at_target`` and
+    ``options.local_step_size`` either move with its step chosen per particle
+    (``core.autostep``, from ``sqrt(2 h)`` for MALA, ``h`` for HMC). Returns
+    the state and the per-particle step information (for HMC what ChEES needs:
+    ``_tune_trajectory``, during warmup only).
 
     The proposal noise and the accept uniforms of the whole population are drawn
     in one call each (one key per particle costs more than a cheap target).
@@ -269,16 +287,40 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, use_hm
     y = particles.position
     z = jax.random.normal(key_noise, y.shape, y.dtype)
     log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
+    use_hmc = at_target and options.hmc
+    local = at_target and options.local_step_size
+    n = jnp.ones((), jnp.int32)
     if use_hmc:
         u = hmc.jitter(state.iteration)
         length = jnp.exp(state.trajectory.log_length)
         n = hmc.num_integration_steps(length, h, u, options.max_leapfrog_steps)
+    # Local steps: two uniforms per particle for its acceptance band, from a key
+    # of their own (the other draws are those of the shared step).
+    base_step = h if use_hmc else jnp.sqrt(2 * h)
+    band_shape = (y.shape[0], 2)
+    band = (
+        jax.random.uniform(jax.random.fold_in(key, 2), band_shape, y.dtype)
+        if local
+        else jnp.zeros(band_shape, y.dtype)
+    )
 
-    def one(z, log_uniform, y, c, logdensity, grad):
+    def one(z, log_uniform, band, y, c, logdensity, grad):
         fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
             logdensity_and_grad_fn, yi, c, lam
         )
         start = langevin.LangevinState(y, logdensity, grad)
+        if local:
+            return autostep.step_from_noise(
+                z,
+                log_uniform,
+                band,
+                start,
+                fn,
+                base_step,
+                n,
+                precond,
+                options.max_step_doublings,
+            )
         if use_hmc:
             return hmc.step_from_noise(z, log_uniform, start, fn, h, n, precond)
         return langevin.step_from_noise(
@@ -288,15 +330,21 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, use_hm
     new, info = jax.vmap(one)(
         z,
         log_uniform,
+        band,
         y,
         particles.center,
         particles.logdensity,
         particles.logdensity_grad,
     )
-    state = state._replace(
-        particles=_after_metropolis(particles, new, info, "accept_prob")
-    )
-    return (state._replace(num_steps=n) if use_hmc else state), info
+    particles = _after_metropolis(particles, new, info, "accept_prob")
+    if local:
+        # The population waits for its longest search.
+        n = jnp.max(info.num_gradients).astype(jnp.int32)
+        # h_i / h = (theta_i / theta_0)^2 for MALA (h = theta^2 / 2).
+        ratio = jnp.log(info.step_size / base_step) * (1.0 if use_hmc else 2.0)
+        particles = particles._replace(log_step_ratio=ratio)
+    state = state._replace(particles=particles)
+    return (state._replace(num_steps=n) if at_target else state), info
 
 
 def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
@@ -391,19 +439,33 @@ def _replace_stragglers(key, state: SamplerState) -> SamplerState:
     return state._replace(particles=copied)
 
 
-def _adapt(state: SamplerState, options: SamplerOptions, moved: Array) -> SamplerState:
+def _adapt(
+    state: SamplerState, options: SamplerOptions, moved: Array, at_target: Array
+) -> SamplerState:
     t = state.iteration
     run_calendar = state.calendar
     in_warmup = t < run_calendar.num_warmup
     step_size = state.step_size
     if options.adapt_step_size:
+        window = calendar.in_step_size_window(run_calendar, t)
         updated = adaptation.step_size_update(
             step_size,
             jnp.mean(state.particles.accept_prob),
             options.target_accept_prob,
             options.adaptation_gain,
-            calendar.in_step_size_window(run_calendar, t),
+            window,
         )
+        if options.local_step_size:
+            # With local steps the acceptance is the selection's business: the
+            # shared step follows the population's typical selected step.
+            local = adaptation.step_size_update(
+                step_size,
+                jnp.mean(state.particles.log_step_ratio),
+                0.0,
+                LOCAL_STEP_GAIN,
+                window,
+            )
+            updated = _tree_where(at_target, local, updated)
         updated = _tree_where(in_warmup & moved, updated, step_size)
         frozen = updated._replace(
             log_step_size=jnp.log(adaptation.final_step_size(updated))
@@ -469,7 +531,8 @@ def step(
         & (jax.random.uniform(key_coin) < options.jump_prob)
     )
     # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump,
-    # 3 rebalance, 4 HMC move (options.hmc, from the end of annealing).
+    # 3 rebalance, 4 move at l = 1 with HMC or local steps (from the end of
+    # annealing).
     branches = [
         lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, False)[0],
         lambda s: _rescale(s, lam, logdensity_and_grad_fn),
@@ -481,20 +544,19 @@ def step(
         ),
     ]
     move = 0
-    if options.hmc:
-        branches.append(
-            lambda s: _tune_trajectory(
-                s,
-                *_move(key_move, s, lam, logdensity_and_grad_fn, options, True),
-                options,
-            )
-        )
+    if options.hmc or options.local_step_size:
+
+        def target_move(s):
+            moved, info = _move(key_move, s, lam, logdensity_and_grad_fn, options, True)
+            return _tune_trajectory(s, moved, info, options) if options.hmc else moved
+
+        branches.append(target_move)
         move = jnp.where(t >= run_calendar.num_anneal, 4, 0)
     branch = jnp.where(
         lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, move))
     )
     state = jax.lax.switch(branch, branches, _one_step(state))
-    state = _adapt(state, options, (branch == 0) | (branch == 4))
+    state = _adapt(state, options, (branch == 0) | (branch == 4), branch == 4)
     if state.particles.position.shape[0] > 1:
         state = jax.lax.cond(
             tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
@@ -530,9 +592,7 @@ def sample_step(
     jumping, _ = _multimodal(state, options)
 
     def move(s):
-        moved, _ = _move(
-            key_move, s, s.lam, logdensity_and_grad_fn, options, options.hmc
-        )
+        moved, _ = _move(key_move, s, s.lam, logdensity_and_grad_fn, options, True)
         return moved
 
     if jumping:

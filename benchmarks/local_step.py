@@ -1,0 +1,87 @@
+"""Local (per-particle, exact) step sizes against the shared step and NUTS.
+
+    python benchmarks/local_step.py [--particles 1024]
+        [--targets funnel10,funnel50,eight_schools,breast_cancer]
+
+For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
+particles; NUTS 4 chains of 500 + 1000), same seed, through
+``numpyro_dilation.compare``: NUTS, ``DilationKernel`` with the shared step
+(MALA), and with ``step_size_selection="local"`` for MALA and for HMC moves.
+Printed per run: wall time apart from compilation, gradients (warmup
+included; a local-step iteration counts the most any particle took, which is
+what the population waits for), the smallest bulk ESS, ESS per gradient
+against NUTS's and against the shared step's in the same run, and the answer:
+on Neal's funnel (``targets.funnel``) the sd of x0 (exact 3) and P(x0 < -3)
+(exact 0.1587); elsewhere the largest |mean error| in sds and |sd ratio - 1|
+against NUTS's draws (eight schools non-centred, the breast-cancer logistic
+regression: targets where one shared step suffices).
+"""
+
+import argparse
+
+import jax
+import numpy as np
+import numpyro
+from hmc import answer_errors, side_by_side  # the script's folder is on sys.path
+from numpyro.infer import NUTS
+from numpyro.infer.initialization import init_to_uniform
+
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.compare import Run
+from numpyro_dilation.validation import targets
+
+
+def _target(name):
+    if name.startswith("funnel"):
+        model = targets.as_numpyro_model(targets.funnel(int(name[len("funnel") :])))
+        return model, (), True
+    if name == "eight_schools":
+        return targets.eight_schools_model, (), False
+    if name == "breast_cancer":
+        return targets.logistic_regression_model, targets.breast_cancer_data(), False
+    raise ValueError(f"unknown target {name!r}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--targets", default="funnel10,funnel50,eight_schools,breast_cancer"
+    )
+    parser.add_argument("--particles", type=int, default=1024)
+    args = parser.parse_args()
+    print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
+    for name in args.targets.split(","):
+        model, model_args, is_funnel = _target(name)
+        init = init_to_uniform
+        kernels = {
+            "NUTS": Run(NUTS(model, init_strategy=init), num_samples=1000),
+            "shared": DilationKernel(model, init_strategy=init),
+            "local": DilationKernel(model, step_size_selection="local"),
+            "local hmc": DilationKernel(model, step="hmc", step_size_selection="local"),
+        }
+        table, draws = side_by_side(model, model_args, kernels, args.particles)
+        print(f"\n{name}:")
+        for run, x in draws.items():
+            row = table.loc[run]
+            per_grad = row["ess_per_grad"]
+            versus_nuts = per_grad / table.loc["NUTS", "ess_per_grad"]
+            versus_shared = per_grad / table.loc["shared", "ess_per_grad"]
+            if is_funnel:
+                answer = (
+                    f"sd x0 {x[:, 0].std():.3f} (3), P(x0 < -3) "
+                    f"{np.mean(x[:, 0] < -3):.4f} (0.1587)"
+                )
+            else:
+                reference = draws["NUTS"]
+                err, sd_err = answer_errors(x, reference.mean(0), reference.std(0))
+                answer = f"max |mean err| {err:.3f} sd, max |sd ratio - 1| {sd_err:.3f}"
+            print(
+                f"  {run:9s} time {row['time_s']:6.1f} s, gradients "
+                f"{row['gradients']:.3g}, ESS min {row['ess_bulk_min']:8.0f}, "
+                f"ESS/grad {versus_nuts:6.2f}x NUTS's, {versus_shared:6.2f}x "
+                f"shared's; {answer}"
+            )
+
+
+if __name__ == "__main__":
+    main()
