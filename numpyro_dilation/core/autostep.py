@@ -95,12 +95,16 @@ def select(
     no_known = (jnp.asarray(max_doublings + 1), jnp.asarray(0.0, velocity.dtype))
     known_exponent, known_criterion = no_known if known is None else known
 
+    kinetic = hmc.kinetic_energy(velocity, precond)
+
     def trial(exponent):
         step_size = base_step_size * 2.0 ** exponent.astype(velocity.dtype)
         proposal, v = hmc.integrate(
             state, velocity, logdensity_and_grad_fn, step_size, num_steps, precond
         )
-        log_ratio = hmc.log_acceptance_ratio(state, velocity, proposal, v, precond)
+        log_ratio = hmc.log_acceptance_ratio(
+            state, proposal, kinetic, hmc.kinetic_energy(v, precond)
+        )
         criterion = jnp.where(
             exponent == known_exponent, known_criterion, _criterion(log_ratio)
         )

@@ -34,6 +34,7 @@ __all__ = [
     "HMCInfo",
     "step_from_noise",
     "integrate",
+    "kinetic_energy",
     "log_acceptance_ratio",
     "num_integration_steps",
     "jitter",
@@ -70,7 +71,11 @@ def step_from_noise(
     proposal, v = integrate(
         state, velocity, logdensity_and_grad_fn, step_size, num_steps, precond
     )
-    log_ratio = log_acceptance_ratio(state, velocity, proposal, v, precond)
+    # K_0 = |z|^2 / 2 exactly: v_0 = L z needs no solve back.
+    kinetic = 0.5 * jnp.sum(z**2)
+    log_ratio = log_acceptance_ratio(
+        state, proposal, kinetic, kinetic_energy(v, precond)
+    )
     new, info = metropolis(log_uniform, state, proposal, log_ratio)
     return new, HMCInfo(*info, proposal.position, v)
 
@@ -102,19 +107,20 @@ def integrate(
     return LangevinState(x, value, grad), v
 
 
+def kinetic_energy(velocity: Array, precond: Preconditioner) -> Array:
+    """``|L^{-1} v|^2 / 2``, the kinetic energy of velocity ``v = M p``."""
+    return 0.5 * jnp.sum(precond.whiten(velocity) ** 2)
+
+
 def log_acceptance_ratio(
     state: LangevinState,
-    velocity: Array,
     proposal: LangevinState,
-    proposal_velocity: Array,
-    precond: Preconditioner,
+    kinetic: Array,
+    proposal_kinetic: Array,
 ) -> Array:
-    """``r = log p(x_n) - log p(x_0) - (|L^{-1} v_n|^2 - |L^{-1} v_0|^2) / 2``."""
-    kinetic_change = 0.5 * (
-        jnp.sum(precond.whiten(proposal_velocity) ** 2)
-        - jnp.sum(precond.whiten(velocity) ** 2)
-    )
-    return proposal.logdensity - state.logdensity - kinetic_change
+    """``r = log p(x_n) - log p(x_0) - (K_n - K_0)``, ``K`` the kinetic energies
+    (:func:`kinetic_energy`) at the start and the end of the trajectory."""
+    return proposal.logdensity - state.logdensity - (proposal_kinetic - kinetic)
 
 
 def jitter(iteration: Array) -> Array:

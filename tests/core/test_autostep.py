@@ -25,7 +25,14 @@ def _criteria(x, v, base, num_steps):
     out = []
     for i in range(-MAX_DOUBLINGS, MAX_DOUBLINGS + 1):
         end, w = hmc.integrate(state, v, _funnel, base * 2.0**i, num_steps, PRECOND)
-        r = float(hmc.log_acceptance_ratio(state, v, end, w, PRECOND))
+        r = float(
+            hmc.log_acceptance_ratio(
+                state,
+                end,
+                hmc.kinetic_energy(v, PRECOND),
+                hmc.kinetic_energy(w, PRECOND),
+            )
+        )
         out.append(-abs(r) if np.isfinite(r) else -np.inf)
     return np.array(out)
 
