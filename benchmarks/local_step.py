@@ -24,7 +24,6 @@ import numpy as np
 import numpyro
 from hmc import answer_errors, side_by_side  # the script's folder is on sys.path
 from numpyro.infer import NUTS
-from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.compare import Run
@@ -52,10 +51,10 @@ def main() -> None:
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
     for name in args.targets.split(","):
         model, model_args, is_funnel = _target(name)
-        init = init_to_uniform
+        # Every sampler starts from NumPyro's default, init_to_uniform.
         kernels = {
-            "NUTS": Run(NUTS(model, init_strategy=init), num_samples=1000),
-            "shared": DilationKernel(model, init_strategy=init),
+            "NUTS": Run(NUTS(model), num_samples=1000),
+            "shared": DilationKernel(model),
             "local": DilationKernel(model, step_size_selection="local"),
             "local hmc": DilationKernel(model, step="hmc", step_size_selection="local"),
         }

@@ -57,15 +57,15 @@ class Selection(NamedTuple):
 
 class AutoStepInfo(NamedTuple):
     """``acceptance_rate`` is ``min(1, exp(r)) 1{j' = j}``; ``proposal`` and
-    ``velocity`` the endpoint before the accept test; ``step_size`` the selected
-    ``theta_0 2^j``; ``num_gradients`` this particle's gradients."""
+    ``velocity`` the endpoint before the accept test; ``exponent`` the selected
+    ``j`` (step ``theta_0 2^j``); ``num_gradients`` this particle's gradients."""
 
     acceptance_rate: Array
     is_accepted: Array
     is_divergent: Array
     proposal: Array
     velocity: Array
-    step_size: Array
+    exponent: Array
     num_gradients: Array
 
 
@@ -164,8 +164,7 @@ def step_from_noise(
         backward.exponent == forward.exponent, forward.log_ratio, -jnp.inf
     )
     new, info = metropolis(log_uniform, state, forward.proposal, log_ratio)
-    step_size = base_step_size * 2.0 ** forward.exponent.astype(velocity.dtype)
     gradients = num_steps * (forward.num_tries + backward.num_tries)
     return new, AutoStepInfo(
-        *info, forward.proposal.position, forward.velocity, step_size, gradients
+        *info, forward.proposal.position, forward.velocity, forward.exponent, gradients
     )

@@ -26,8 +26,9 @@ scales, so 1 is near ChEES's optimum from the start (starting at one step, as
 ChEES does, spends most of a short tuning phase growing ``T``).
 With ``options.local_step_size`` every move at ``l = 1`` (MALA, or HMC with
 ``options.hmc``) chooses each particle's step from the shared one by halvings
-and doublings, exactly (``core.autostep``); the shared step keeps adapting
-towards the target acceptance while tuning and is frozen with the rest.
+and doublings, exactly (``core.autostep``); while tuning, the shared step
+follows the population's mean selected step there (``LOCAL_STEP_GAIN``), not
+the acceptance, which the selection sets, and is frozen with the rest.
 ``num_steps`` is the last iteration's gradients per particle (with local
 steps the most that any particle took: the population waits for it) and
 ``num_gradients`` their running total over the iterations (mode fits and the
@@ -340,9 +341,12 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     if local:
         # The population waits for its longest search.
         n = jnp.max(info.num_gradients).astype(jnp.int32)
-        # h_i / h = (theta_i / theta_0)^2 for MALA (h = theta^2 / 2).
-        ratio = jnp.log(info.step_size / base_step) * (1.0 if use_hmc else 2.0)
-        particles = particles._replace(log_step_ratio=ratio)
+        # h_i / h = 2^j for HMC, (theta_i / theta_0)^2 = 4^j for MALA (h =
+        # theta^2 / 2).
+        per_doubling = jnp.log(2.0) * (1.0 if use_hmc else 2.0)
+        particles = particles._replace(
+            log_step_ratio=info.exponent.astype(y.dtype) * per_doubling
+        )
     state = state._replace(particles=particles)
     return (state._replace(num_steps=n) if at_target else state), info
 
