@@ -23,23 +23,63 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["find_stragglers", "replace_stragglers"]
+__all__ = ["order_statistic", "finite_median", "find_stragglers", "replace_stragglers"]
+
+
+def _sortable_key(values: Array) -> Array:
+    """Unsigned integers in the order of the float ``values`` (IEEE 754: flip
+    every bit of a negative number, the sign bit of a positive one)."""
+    bits = values.dtype.itemsize * 8
+    utype = jnp.dtype(f"uint{bits}")
+    raw = jax.lax.bitcast_convert_type(values, utype)
+    sign = jnp.asarray(1 << (bits - 1), utype)
+    return jnp.where(raw & sign, ~raw, raw | sign)
+
+
+def _from_key(key: Array, dtype) -> Array:
+    """The float whose ``_sortable_key`` is ``key``."""
+    bits = key.dtype.itemsize * 8
+    sign = jnp.asarray(1 << (bits - 1), key.dtype)
+    return jax.lax.bitcast_convert_type(jnp.where(key & sign, key ^ sign, ~key), dtype)
+
+
+def order_statistic(values: Array, include: Array, rank: Array) -> Array:
+    """The ``rank``-th smallest (from 0) of ``values[include]``, exactly, by a
+    radix selection on the bytes of the values' sortable keys, most
+    significant first: each round counts the candidates per value of the next
+    byte (a 256-bin histogram) and keeps the byte whose bin holds the rank.
+
+    The population is touched only through those histograms, which are sums
+    over the particles: with the particles split over devices or processes,
+    each round is an all-reduce of 256 counts (8 rounds for float64, 4 for
+    float32), whatever the number of particles, where a sort would gather them.
+    """
+    key = _sortable_key(values)
+    bits = key.dtype.itemsize * 8
+    prefix = jnp.zeros((), key.dtype)
+    rank = rank.astype(jnp.int32)
+    for shift in range(bits - 8, -1, -8):
+        if shift + 8 < bits:
+            same = (key >> (shift + 8)) == (prefix >> (shift + 8))
+            candidate = include & same
+        else:
+            candidate = include
+        digit = ((key >> shift) & 0xFF).astype(jnp.int32)
+        counts = jnp.zeros(256, jnp.int32).at[digit].add(candidate.astype(jnp.int32))
+        below = jnp.cumsum(counts) - counts
+        byte = jnp.sum(below <= rank) - 1
+        rank = rank - below[byte]
+        prefix = prefix | (byte.astype(key.dtype) << shift)
+    return _from_key(prefix, values.dtype)
 
 
 def finite_median(values: Array, finite: Array) -> Array:
-    """The median of ``values[finite]`` (NaN if none), as ``jnp.nanmedian``.
-
-    From the ``n // 2 + 1`` smallest values (``lax.top_k``): the middle order
-    statistics of the ``m`` finite values sit at positions ``(m - 1) // 2`` and
-    ``m // 2 <= n // 2``. On a CPU this is 5x faster than the full sort of
-    ``nanmedian``, and it runs at every tuning iteration.
-    """
-    n = values.shape[0]
-    k = n // 2 + 1
-    smallest = -jax.lax.top_k(-jnp.where(finite, values, jnp.inf), k)[0]
+    """The median of ``values[finite]`` (NaN if none), as ``jnp.nanmedian``:
+    the mean of the order statistics at ``(m - 1) // 2`` and ``m // 2`` of the
+    ``m`` finite values (``order_statistic``, both in one pass)."""
     m = jnp.sum(finite)
-    low = smallest[jnp.clip((m - 1) // 2, 0, k - 1)]
-    high = smallest[jnp.clip(m // 2, 0, k - 1)]
+    ranks = jnp.stack([jnp.maximum(m - 1, 0) // 2, m // 2])
+    low, high = jax.vmap(order_statistic, (None, None, 0))(values, finite, ranks)
     return jnp.where(m > 0, 0.5 * (low + high), jnp.nan)
 
 
