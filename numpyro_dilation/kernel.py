@@ -25,7 +25,12 @@ from numpyro_dilation import diagnostics
 from numpyro_dilation.core import calendar, cpu_lapack, preconditioner, sampler
 from numpyro_dilation.core.level_schedule import ScheduleLike
 from numpyro_dilation.core.options import SamplerOptions
-from numpyro_dilation.core.sharding import particle_sharding, shard_particles, split
+from numpyro_dilation.core.sharding import (
+    particle_sharding,
+    shard_particles,
+    split,
+    to_host,
+)
 
 __all__ = ["DilationKernel", "DilationState", "DilationAdaptState"]
 
@@ -569,7 +574,7 @@ class DilationKernel(MCMCKernel):
         state, statistics, num_modes = self._warm_up(
             pop, keys, num_warmup, model_args, model_kwargs
         )
-        diagnostics.warn_end_of_warmup(statistics)
+        diagnostics.warn_end_of_warmup(to_host(statistics))
         self._sampling_options = self._options
         if _is_concrete(num_modes) and int(num_modes) < 2:
             # No jump can happen (one mode or none was found): the sampling

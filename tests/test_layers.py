@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).parents[1] / "numpyro_dilation"
 LAYERS = {
     "core": 0,
     "kernel": 1,
+    "distributed": 1,
     "diagnostics": 1,
     "mode_report": 1,
     "nested_rhat": 3,

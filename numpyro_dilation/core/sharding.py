@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from numpyro_dilation.core.sampler import SamplerState
@@ -30,6 +31,7 @@ __all__ = [
     "split",
     "replicate",
     "shard_particles",
+    "to_host",
 ]
 
 PARTICLE_AXIS = "particles"
@@ -50,6 +52,9 @@ def particle_sharding(
 
 def _place(tree: Any, sharding: NamedSharding) -> Any:
     def put(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            # Already spread over several processes: re-placed by a compiled copy.
+            return jax.jit(lambda a: a, out_shardings=sharding)(x)
         x = np.asarray(x)
         # Every process holds the whole (identically computed) array and gives
         # its own devices their slices: this also builds multi-host arrays.
@@ -72,3 +77,18 @@ def shard_particles(state: SamplerState, sharding: NamedSharding) -> SamplerStat
     """``state.particles`` split over the devices, everything else replicated."""
     shared = replicate(state._replace(particles=None), sharding)
     return shared._replace(particles=split(state.particles, sharding))
+
+
+def to_host(tree: Any) -> Any:
+    """``tree`` with every array whose values this process does not hold whole
+    (split over the devices of several processes) gathered from all processes.
+    Every process must call it, in the same order (it is a collective)."""
+
+    def get(x):
+        if isinstance(x, jax.Array) and not (
+            x.is_fully_addressable or x.is_fully_replicated
+        ):
+            return multihost_utils.process_allgather(x, tiled=True)
+        return x
+
+    return jax.tree.map(get, tree)

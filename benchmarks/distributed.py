@@ -1,0 +1,217 @@
+"""One population across processes: what is communicated, and how it scales.
+
+    python benchmarks/distributed.py communication [--particles 256,1024,4096]
+        [--dims 4,32]
+    python benchmarks/distributed.py scaling [--processes 1,2,4]
+        [--particles-per-process 2048] [--dim 32] [--iterations 100]
+
+``communication``: in one process with 4 forced CPU devices (the programs are
+those of 4 processes with one device each: XLA partitions over devices, not
+processes), the population is split over the devices (``core.sharding``) and
+the compiled programs of one warmup iteration (``core.step``) and one sampling
+iteration (``sampler.sample_step``) are read for their collectives
+(all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute). Printed
+per program, particle count and dimension: the number of collectives and the
+bytes they move, summed over every branch of the program (an upper bound of one
+iteration's: a warmup iteration runs one branch). Figures that do not grow with
+the particle count are population statistics (reduced, not gathered).
+
+``scaling``: ``numpyro_dilation.distributed.launch`` starts P processes with
+one CPU device each on this machine; the population (a d-dimensional Gaussian
+with a dense precision matrix, so a gradient is a matrix-vector product) is
+split over them, and each times a compiled loop of ``--iterations`` warmup
+iterations and then of sampling iterations, after a first call that compiles.
+Printed: iterations per second, for the same total particles (strong scaling)
+and for the same particles per process (weak scaling), against one process in
+the same run.
+"""
+
+import argparse
+import functools
+import os
+import re
+import sys
+import time
+
+_WORKER = "--worker"
+
+
+def _gaussian(dim):
+    import jax
+    import jax.numpy as jnp
+
+    q = jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(1), (dim, dim)))[0]
+    precision = q @ jnp.diag(jnp.logspace(-1, 1, dim)) @ q.T
+    return jax.value_and_grad(lambda x: -0.5 * x @ precision @ x)
+
+
+def _population(num_particles, dim, num_warmup):
+    import jax
+
+    from numpyro_dilation import core
+    from numpyro_dilation.core.sharding import particle_sharding, shard_particles
+
+    options = core.SamplerOptions()
+    centers = jax.random.uniform(
+        jax.random.PRNGKey(0), (num_particles, dim), minval=-2, maxval=2
+    )
+    fn = _gaussian(dim)
+    state = core.init(centers, fn, core.build_calendar(num_warmup, options), options)
+    sharding = particle_sharding(num_particles)
+    if sharding is not None:
+        state = shard_particles(state, sharding)
+    return state, fn, options
+
+
+_COLLECTIVE = re.compile(
+    r"= (\(?[^=]*?\)?) (all-reduce|all-gather|reduce-scatter|all-to-all|"
+    r"collective-permute)(-start)?\("
+)
+_SHAPE = re.compile(r"(pred|[suf]\d+|bf16)\[([\d,]*)\]")
+_BYTES = {"pred": 1, "bf16": 2}
+
+
+def _collectives(hlo: str) -> tuple[int, int]:
+    """The collectives of an HLO module's text: their count and the bytes of
+    their results."""
+    count = total = 0
+    for shapes, _, _ in _COLLECTIVE.findall(hlo):
+        count += 1
+        for dtype, dims in _SHAPE.findall(shapes):
+            size = _BYTES[dtype] if dtype in _BYTES else int(dtype[1:]) // 8
+            for dim in filter(None, dims.split(",")):
+                size *= int(dim)
+            total += size
+    return count, total
+
+
+def communication(args):
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import jax
+
+    from numpyro_dilation.core import sampler
+
+    print(f"jax {jax.__version__}, {jax.device_count()} devices")
+    print("| program | particles | d | collectives | bytes (all branches) |")
+    print("|---|---|---|---|---|")
+    for dim in args.dims:
+        for n in args.particles:
+            state, fn, options = _population(n, dim, 500)
+            kwargs = {"logdensity_and_grad_fn": fn, "options": options}
+            key = jax.random.PRNGKey(0)
+            for name, program in (
+                ("warmup iteration", sampler.step),
+                ("sampling iteration", sampler.sample_step),
+            ):
+                hlo = (
+                    jax.jit(functools.partial(program, **kwargs))
+                    .lower(key, state)
+                    .compile()
+                    .as_text()
+                )
+                count, size = _collectives(hlo)
+                if args.dump:
+                    with open(f"{args.dump}_{name.split()[0]}_{n}_{dim}.txt", "w") as f:
+                        f.write(hlo)
+                print(f"| {name} | {n} | {dim} | {count} | {size:,} |")
+
+
+def _worker(args):
+    from numpyro_dilation import distributed
+
+    distributed.initialize(initialization_timeout=300)
+    import jax
+
+    from numpyro_dilation.core import sampler
+
+    num_particles = args.particles_per_process * jax.process_count()
+    if args.total:
+        num_particles = args.total
+    state, fn, options = _population(num_particles, args.dim, 10 * args.iterations)
+
+    def loop(program):
+        def run(state, key):
+            def body(_, carry):
+                state, key = carry
+                key, step_key = jax.random.split(key)
+                return program(step_key, state, fn, options)[0], key
+
+            return jax.lax.fori_loop(0, args.iterations, body, (state, key))
+
+        return jax.jit(run)
+
+    rates = []
+    key = jax.random.PRNGKey(0)
+    for program in (sampler.step, sampler.sample_step):
+        run = loop(program)
+        state, key = jax.block_until_ready(run(state, key))  # compiles
+        start = time.perf_counter()
+        state, key = jax.block_until_ready(run(state, key))
+        rates.append(args.iterations / (time.perf_counter() - start))
+    if jax.process_index() == 0:
+        print(f"RESULT {num_particles} {rates[0]:.2f} {rates[1]:.2f}")
+
+
+def scaling(args):
+    from numpyro_dilation import distributed
+
+    def measure(processes, extra):
+        command = [sys.executable, __file__, _WORKER, "--dim", str(args.dim)]
+        command += ["--iterations", str(args.iterations), *extra]
+        out = distributed.launch(command, processes, 1, timeout=1800)[0].stdout
+        line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+        return [float(v) for v in line.split()[1:]]
+
+    total = args.particles_per_process * max(args.processes)
+    print(
+        f"d = {args.dim}, {args.iterations} iterations per timing, "
+        f"{os.cpu_count()} CPUs; iterations per second (warmup / sampling)"
+    )
+    print("| processes | particles | warmup it/s | sampling it/s | vs 1 process |")
+    print("|---|---|---|---|---|")
+    for label, extra_for in (
+        ("same total particles", lambda p: ["--total", str(total)]),
+        (
+            "same particles per process",
+            lambda p: ["--particles-per-process", str(args.particles_per_process)],
+        ),
+    ):
+        print(f"| {label} | | | | |")
+        base = None
+        for processes in args.processes:
+            n, warm, samp = measure(processes, extra_for(processes))
+            base = base or (warm, samp)
+            print(
+                f"| {processes} | {int(n)} | {warm:.1f} | {samp:.1f} | "
+                f"{warm / base[0]:.2f}x / {samp / base[1]:.2f}x |"
+            )
+
+
+def _ints(text):
+    return [int(v) for v in text.split(",")]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="?", choices=["communication", "scaling"])
+    parser.add_argument(_WORKER, action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--particles", type=_ints, default=[256, 1024, 4096])
+    parser.add_argument("--dims", type=_ints, default=[4, 32])
+    parser.add_argument("--dump", help="write each program's HLO to DUMP_*.txt")
+    parser.add_argument("--processes", type=_ints, default=[1, 2, 4])
+    parser.add_argument("--particles-per-process", type=int, default=2048)
+    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--iterations", type=int, default=100)
+    args = parser.parse_args()
+    if args.worker:
+        return _worker(args)
+    if args.what == "communication":
+        return communication(args)
+    if args.what == "scaling":
+        return scaling(args)
+    parser.error("say what to measure: communication or scaling")
+
+
+if __name__ == "__main__":
+    main()
