@@ -82,13 +82,26 @@ def sample(key: Array, mixture: GaussianMixture) -> Array:
 def map_particles(fn: Callable, *xs, num_components: int = 1):
     """``vmap(fn)`` over the leading axis, in chunks so that memory stays bounded.
 
-    The chunk holds ``BATCH_ELEMENTS / (num_components * d)`` particles.
+    A chunk holds at most ``BATCH_ELEMENTS / (num_components * d)`` particles,
+    taken with a stride: chunk ``j`` holds particles ``j, j + c, j + 2c, ...``
+    of the ``c`` chunks. The particle axis so stays the outer one of each
+    chunk, and a population split over devices or processes along it is
+    evaluated where it lies (contiguous chunks would gather it).
     """
     n, d = xs[0].shape[0], xs[0].shape[-1]
     batch = max(1, min(n, BATCH_ELEMENTS // max(num_components * d, 1)))
     if batch >= n:
         return jax.vmap(fn)(*xs)
-    return jax.lax.map(lambda args: fn(*args), xs, batch_size=batch)
+    chunks = next(c for c in range(-(-n // batch), n + 1) if n % c == 0)
+
+    def strided(x):
+        return jnp.swapaxes(x.reshape(n // chunks, chunks, *x.shape[1:]), 0, 1)
+
+    def unstrided(y):
+        return jnp.swapaxes(y, 0, 1).reshape(n, *y.shape[2:])
+
+    out = jax.lax.map(lambda args: jax.vmap(fn)(*args), jax.tree.map(strided, xs))
+    return jax.tree.map(unstrided, out)
 
 
 def fit(

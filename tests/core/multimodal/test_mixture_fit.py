@@ -71,8 +71,17 @@ def test_fit_recovers_each_label_moments():
 
 
 def test_map_particles_chunks_give_the_vmap_result(monkeypatch):
-    x = jax.random.normal(jax.random.PRNGKey(0), (1000, 2))
-    expected = jax.vmap(lambda xi: gm.logpdf(MIXTURE, xi))(x)
+    # 1000 particles in chunks of at most 64 (20 strided chunks of 50), and a
+    # count with only large divisors (67 chunks of 37); a pytree result keeps
+    # its particle order.
     monkeypatch.setattr(gm, "BATCH_ELEMENTS", 3 * 2 * 64)
-    chunked = gm.map_particles(lambda xi: gm.logpdf(MIXTURE, xi), x, num_components=3)
-    assert np.allclose(chunked, expected)
+    for n in (1000, 37 * 67):
+        x = jax.random.normal(jax.random.PRNGKey(0), (n, 2))
+
+        def fn(xi):
+            return gm.logpdf(MIXTURE, xi), xi.sum()
+
+        expected = jax.vmap(fn)(x)
+        chunked = gm.map_particles(fn, x, num_components=3)
+        for a, b in zip(chunked, expected, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
