@@ -380,11 +380,14 @@ def _tree_where(condition: Array, new, old):
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
 
 
-def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
+def _jump(
+    key, state: SamplerState, logdensity_and_grad_fn, tune: bool = True
+) -> SamplerState:
     """One jump per particle from the mixture of the current modes.
 
     Jumps happen at ``l = 1``, where path and target coordinates agree. During
-    warmup the squared jump distances tune the choice of block.
+    warmup (``tune``) the squared jump distances tune the choice of block; the
+    sampling program leaves that out.
     """
     particles = state.particles
     x = particles.position
@@ -396,16 +399,16 @@ def _jump(key, state: SamplerState, logdensity_and_grad_fn) -> SamplerState:
         state.modes.marginals,
         jumps.coordinate_prob(state.jump_block),
     )
-    scale = jnp.std(x, axis=0)
-    squared = jnp.sum(((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1)
-    block = _tree_where(
-        state.iteration < state.calendar.num_warmup,
-        jumps.update_block_choice(state.jump_block, squared, info.is_coordinate),
-        state.jump_block,
-    )
+    if tune:
+        scale = jnp.std(x, axis=0)
+        squared = jnp.sum(
+            ((new.position - x) / jnp.where(scale > 0, scale, 1.0)) ** 2, -1
+        )
+        tuned = jumps.update_block_choice(state.jump_block, squared, info.is_coordinate)
+        warming = state.iteration < state.calendar.num_warmup
+        state = state._replace(jump_block=_tree_where(warming, tuned, state.jump_block))
     return state._replace(
-        jump_block=block,
-        particles=_after_metropolis(particles, new, info, "jump_accept_prob"),
+        particles=_after_metropolis(particles, new, info, "jump_accept_prob")
     )
 
 
@@ -605,7 +608,7 @@ def sample_step(
         )
         state = jax.lax.cond(
             is_jump,
-            lambda s: _jump(key_move, s, logdensity_and_grad_fn),
+            lambda s: _jump(key_move, s, logdensity_and_grad_fn, tune=False),
             move,
             _one_step(state),
         )
