@@ -1,29 +1,38 @@
 """One population across processes: what is communicated, and how it scales.
 
-    python benchmarks/distributed.py communication [--particles 256,1024,4096]
+    python benchmarks/distributed.py communication [--particles 512,2048,8192]
         [--dims 4,32]
     python benchmarks/distributed.py scaling [--processes 1,2,4]
-        [--particles-per-process 2048] [--dim 32] [--iterations 100]
+        [--particles-per-process 2048] [--dim 32] [--iterations 100] [--pin]
 
 ``communication``: in one process with 4 forced CPU devices (the programs are
 those of 4 processes with one device each: XLA partitions over devices, not
 processes), the population is split over the devices (``core.sharding``) and
 the compiled programs of one warmup iteration (``core.step``) and one sampling
 iteration (``sampler.sample_step``) are read for their collectives
-(all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute). Printed
-per program, particle count and dimension: the number of collectives and the
-bytes they move, summed over every branch of the program (an upper bound of one
-iteration's: a warmup iteration runs one branch). Figures that do not grow with
-the particle count are population statistics (reduced, not gathered).
+(all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute), also
+of a warmup iteration without mode fits and rebalancing (``rebalance=False,
+jump_prob=0``). Printed per program, particle count and dimension: the number of
+collectives and the bytes of their results, summed over every branch of the
+program (an upper bound of one iteration's: a warmup iteration runs one branch,
+and events such as a mode fit or a straggler's copy run in few), and the part
+of those bytes in results with a particle axis (gathered, not reduced: the
+events'). The rest does not grow with the particle count: population
+statistics, reduced.
 
 ``scaling``: ``numpyro_dilation.distributed.launch`` starts P processes with
 one CPU device each on this machine; the population (a d-dimensional Gaussian
 with a dense precision matrix, so a gradient is a matrix-vector product) is
 split over them, and each times a compiled loop of ``--iterations`` warmup
-iterations and then of sampling iterations, after a first call that compiles.
+iterations and then of sampling iterations, after two untimed calls: the first
+compiles, and the first runs of the collectives between processes are slow
+(hundreds of ms per iteration here, while gloo sets up its connections).
 Printed: iterations per second, for the same total particles (strong scaling)
 and for the same particles per process (weak scaling), against one process in
-the same run.
+the same run. With ``--pin`` each process runs on one core of its own
+(``sched_setaffinity``, process ``i`` on core ``i mod cores``): weak scaling
+then measures what the processes cost each other, where unpinned processes
+also share the cores that one process's threads used alone.
 """
 
 import argparse
@@ -71,18 +80,21 @@ _SHAPE = re.compile(r"(pred|[suf]\d+|bf16)\[([\d,]*)\]")
 _BYTES = {"pred": 1, "bf16": 2}
 
 
-def _collectives(hlo: str) -> tuple[int, int]:
-    """The collectives of an HLO module's text: their count and the bytes of
-    their results."""
-    count = total = 0
+def _collectives(hlo: str, num_particles: int) -> tuple[int, int, int]:
+    """The collectives of an HLO module's text: their count, the bytes of
+    their results, and the bytes of those results with a particle axis (what
+    is gathered rather than reduced)."""
+    count = total = gathered = 0
     for shapes, _, _ in _COLLECTIVE.findall(hlo):
         count += 1
         for dtype, dims in _SHAPE.findall(shapes):
             size = _BYTES[dtype] if dtype in _BYTES else int(dtype[1:]) // 8
-            for dim in filter(None, dims.split(",")):
-                size *= int(dim)
+            dims = [int(dim) for dim in filter(None, dims.split(","))]
+            for dim in dims:
+                size *= dim
             total += size
-    return count, total
+            gathered += size if num_particles in dims else 0
+    return count, total, gathered
 
 
 def communication(args):
@@ -92,32 +104,42 @@ def communication(args):
     from numpyro_dilation.core import sampler
 
     print(f"jax {jax.__version__}, {jax.device_count()} devices")
-    print("| program | particles | d | collectives | bytes (all branches) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| program | particles | d | collectives | bytes (all branches) "
+        "| of which particle-sized |"
+    )
+    print("|---|---|---|---|---|---|")
     for dim in args.dims:
         for n in args.particles:
             state, fn, options = _population(n, dim, 500)
-            kwargs = {"logdensity_and_grad_fn": fn, "options": options}
             key = jax.random.PRNGKey(0)
-            for name, program in (
-                ("warmup iteration", sampler.step),
-                ("sampling iteration", sampler.sample_step),
+            unimodal = options._replace(rebalance=False, jump_prob=0.0)
+            for name, program, opts in (
+                ("warmup iteration", sampler.step, options),
+                ("warmup iteration, no mode fits", sampler.step, unimodal),
+                ("sampling iteration", sampler.sample_step, options),
             ):
+                kwargs = {"logdensity_and_grad_fn": fn, "options": opts}
                 hlo = (
                     jax.jit(functools.partial(program, **kwargs))
                     .lower(key, state)
                     .compile()
                     .as_text()
                 )
-                count, size = _collectives(hlo)
+                count, size, gathered = _collectives(hlo, n)
                 if args.dump:
-                    with open(f"{args.dump}_{name.split()[0]}_{n}_{dim}.txt", "w") as f:
+                    label = name.replace(" ", "_").replace(",", "")
+                    with open(f"{args.dump}_{label}_{n}_{dim}.txt", "w") as f:
                         f.write(hlo)
-                print(f"| {name} | {n} | {dim} | {count} | {size:,} |")
+                print(f"| {name} | {n} | {dim} | {count} | {size:,} | {gathered:,} |")
 
 
 def _worker(args):
     from numpyro_dilation import distributed
+
+    if args.pin:  # before JAX starts its threads: one core per process
+        process_id = int(os.environ[distributed.ENV_PROCESS_ID])
+        os.sched_setaffinity(0, {process_id % os.cpu_count()})
 
     distributed.initialize(initialization_timeout=300)
     import jax
@@ -127,7 +149,7 @@ def _worker(args):
     num_particles = args.particles_per_process * jax.process_count()
     if args.total:
         num_particles = args.total
-    state, fn, options = _population(num_particles, args.dim, 10 * args.iterations)
+    state, fn, options = _population(num_particles, args.dim, 20 * args.iterations)
 
     def loop(program):
         def run(state, key):
@@ -144,7 +166,8 @@ def _worker(args):
     key = jax.random.PRNGKey(0)
     for program in (sampler.step, sampler.sample_step):
         run = loop(program)
-        state, key = jax.block_until_ready(run(state, key))  # compiles
+        for _ in range(2):  # compiles, then runs every collective once
+            state, key = jax.block_until_ready(run(state, key))
         start = time.perf_counter()
         state, key = jax.block_until_ready(run(state, key))
         rates.append(args.iterations / (time.perf_counter() - start))
@@ -158,6 +181,7 @@ def scaling(args):
     def measure(processes, extra):
         command = [sys.executable, __file__, _WORKER, "--dim", str(args.dim)]
         command += ["--iterations", str(args.iterations), *extra]
+        command += ["--pin"] if args.pin else []
         out = distributed.launch(command, processes, 1, timeout=1800)[0].stdout
         line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
         return [float(v) for v in line.split()[1:]]
@@ -196,13 +220,16 @@ def main():
     parser.add_argument("what", nargs="?", choices=["communication", "scaling"])
     parser.add_argument(_WORKER, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--particles", type=_ints, default=[256, 1024, 4096])
+    parser.add_argument("--particles", type=_ints, default=[512, 2048, 8192])
     parser.add_argument("--dims", type=_ints, default=[4, 32])
     parser.add_argument("--dump", help="write each program's HLO to DUMP_*.txt")
     parser.add_argument("--processes", type=_ints, default=[1, 2, 4])
     parser.add_argument("--particles-per-process", type=int, default=2048)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument(
+        "--pin", action="store_true", help="each process on one core of its own"
+    )
     args = parser.parse_args()
     if args.worker:
         return _worker(args)

@@ -7,6 +7,7 @@ JAX fixes its devices when it starts, so every run is a fresh Python process.
 
 import json
 import socket
+import subprocess
 import sys
 import time
 
@@ -24,6 +25,7 @@ distributed.initialize(initialization_timeout=120, heartbeat_timeout=60)
 import jax
 
 jax.config.update("jax_enable_x64", True)
+import arviz as az
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -68,6 +70,13 @@ for name, model in (("unimodal", gaussian), ("multimodal", two_modes)):
         ),
         "num_modes": int(mcmc.last_state.sampler_state.modes.num_modes),
     }
+    if name == "unimodal":  # ArviZ on either collection, log likelihood too
+        for label, run in (("local", local), ("whole", whole)):
+            data = az.from_numpyro(run, log_likelihood=True)
+            out[name][f"arviz_{label}"] = [
+                list(data.posterior["loc"].shape),
+                list(data.log_likelihood["obs"].shape),
+            ]
 if jax.process_index() == 0:
     print("RESULT " + json.dumps(out))
 """
@@ -121,6 +130,12 @@ def test_each_process_holds_its_half_of_the_particles(runs, name):
     assert one[name]["local_chains"] == 512 and one[name]["local_is_its_slice"]
 
 
+def test_arviz_reads_either_collection(runs):
+    two, _ = runs
+    assert two["unimodal"]["arviz_local"] == [[256, 40, 3], [256, 40]]
+    assert two["unimodal"]["arviz_whole"] == [[512, 40, 3], [512, 40]]
+
+
 def test_mode_weights_across_processes(runs):
     # targets.two_unequal_modes(4): the heavy mode (weight 2/3) is the one
     # nearer 1 + 1/3 on every coordinate. Standard error from the 512 particles'
@@ -153,6 +168,21 @@ def test_a_process_that_does_not_start_gives_a_clear_error(tmp_path):
     assert "process 0 of 1 ended with exit code" in message
     assert "for all 2 processes to register" in message
     assert "Start every process with the same coordinator_address" in message
+
+
+def test_command_line_launcher_prefixes_each_process_output(tmp_path):
+    script = tmp_path / "hello.py"
+    script.write_text(
+        "from numpyro_dilation import distributed\n"
+        "distributed.initialize(initialization_timeout=60)\n"
+        "import jax\n"
+        "print(jax.process_index(), jax.process_count(), jax.device_count())\n"
+    )
+    command = [sys.executable, "-m", "numpyro_dilation.distributed"]
+    command += ["--processes", "2", "--devices-per-process", "3", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.splitlines() == ["[0] 0 2 6", "[1] 1 2 6"]
 
 
 def test_bad_arguments_name_the_fix():

@@ -8,11 +8,11 @@ devices, and the loop NumPyro compiles with ``jax.jit`` runs each device's
 particles there and turns those reductions into all-reduces (GSPMD): the draws
 are those of one device up to the order of floating-point sums, and the
 throughput grows with the number of devices. ``jax.devices()`` lists every
-device of every process of a multi-host JAX cluster, so the same code spans
-hosts (each process then holds its own devices' particles; gather the draws
-with ``jax.experimental.multihost_utils.process_allgather``). Multi-host runs
-are untested here; one host with several devices is tested on forced CPU
-devices (tests/core/test_sharding.py).
+device of every process of a multi-process JAX cluster, so the same code spans
+processes: each then holds its own devices' particles, and the reductions
+become collectives between the processes (``numpyro_dilation.distributed``,
+tested with 2 processes on one machine in tests/test_distributed.py; one
+process with several devices in tests/core/test_sharding.py).
 """
 
 from collections.abc import Sequence
