@@ -82,11 +82,14 @@ def shard_particles(state: SamplerState, sharding: NamedSharding) -> SamplerStat
 def to_host(tree: Any) -> Any:
     """``tree`` with every array whose values this process does not hold whole
     (split over the devices of several processes) gathered from all processes.
-    Every process must call it, in the same order (it is a collective)."""
+    Every process must call it, in the same order (it is a collective).
+    Tracers (under ``jit`` or ``vmap``) are left as they are."""
 
     def get(x):
-        if isinstance(x, jax.Array) and not (
-            x.is_fully_addressable or x.is_fully_replicated
+        if (
+            isinstance(x, jax.Array)
+            and not isinstance(x, jax.core.Tracer)
+            and not (x.is_fully_addressable or x.is_fully_replicated)
         ):
             return multihost_utils.process_allgather(x, tiled=True)
         return x
