@@ -37,7 +37,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
+
+from numpyro_dilation.core.sharding import to_host
 
 __all__ = [
     "ENV_COORDINATOR",
@@ -177,10 +178,7 @@ def collect(mcmc: Any, gather: bool = False) -> Any:
     if states is None:
         raise ValueError("collect needs a finished run: call mcmc.run first.")
     if gather:
-        states = jax.tree.map(
-            lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)),
-            states,
-        )
+        states = jax.tree.map(np.asarray, to_host(states))
     else:
         states = jax.tree.map(_local_part, states)
     out = copy.copy(mcmc)
@@ -241,15 +239,18 @@ def launch(
         threads[-1].start()
     deadline = time.monotonic() + timeout
     failed = reason = None
-    while failed is None and any(t.is_alive() for t in threads):
-        time.sleep(0.2)
+    while failed is None:
         codes = [p.poll() for p in procs]
         bad = [i for i, code in enumerate(codes) if code not in (None, 0)]
         if bad:
             failed, reason = bad[0], f"ended with exit code {codes[bad[0]]}"
+        elif None not in codes:
+            break
         elif time.monotonic() > deadline:
             failed = codes.index(None)
             reason = f"did not finish in {timeout:.0f} s"
+        else:
+            time.sleep(0.2)
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
@@ -259,13 +260,6 @@ def launch(
         subprocess.CompletedProcess(list(command), p.returncode, *out)
         for p, out in zip(procs, outputs, strict=True)
     ]
-    if failed is None:
-        bad = [i for i, r in enumerate(results) if r.returncode != 0]
-        if bad:
-            failed, reason = (
-                bad[0],
-                f"ended with exit code {results[bad[0]].returncode}",
-            )
     if failed is not None:
         raise RuntimeError(
             f"process {failed} of {num_processes} {reason}; the others were "
