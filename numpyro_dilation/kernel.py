@@ -8,6 +8,7 @@ field names NumPyro and ArviZ expect (docs/design.md section 4).
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -255,8 +256,11 @@ class DilationKernel(MCMCKernel):
         ``True``: always (an error otherwise); ``False``: never.
 
     **Warmup.** ``init`` runs the whole warmup (the calendar of
-    ``numpyro_dilation.core.calendar``) as one program compiled on its own,
-    then checks the population and issues its ``DilationWarning`` from the
+    ``numpyro_dilation.core.calendar``) in programs compiled on their own (a
+    loop for the annealing and, after the mode fit that ends it, for the
+    tuning: the same loop when a single mode was found, one with the jumps
+    and the rebalancing otherwise), then checks the population and issues
+    its ``DilationWarning`` from the
     user's ``mcmc.run``; the program of the sampling phase holds only the
     sampling moves. The first ``num_warmup`` iterations of MCMC's own loop then
     leave the state as it is: the progress bar passes over them at once, and
@@ -575,6 +579,9 @@ class DilationKernel(MCMCKernel):
             pop, keys, num_warmup, model_args, model_kwargs
         )
         diagnostics.warn_end_of_warmup(to_host(statistics))
+        if not traced:
+            # The calendar the warmup ran (its mode fits), for num_evaluations.
+            self._calendar = jax.tree.map(np.asarray, state.sampler_state.calendar)
         self._sampling_options = self._options
         if _is_concrete(num_modes) and int(num_modes) < 2:
             # No jump can happen (one mode or none was found): the sampling
@@ -590,28 +597,66 @@ class DilationKernel(MCMCKernel):
         """The ``num_warmup`` warmup iterations, compiled on their own: the
         program of the sampling phase (``sample``) holds none of their work.
 
+        With jumps on, the warmup runs in two segments around the mode fit
+        that ends the annealing (``sampler.fit_modes``): the annealing has no
+        jumps, fits or rebalancing, and the tuning phase needs them only if
+        that fit found several modes (``calendar.single_mode``), so a unimodal
+        run compiles one loop (``sampler.unimodal``'s) for both segments and
+        never the multimodal code. The same draws as one loop of
+        ``sampler.step`` over the whole warmup.
+
         Returns the state after warmup, its population key advanced as
         ``sample`` advances it (one split per iteration: the same draws as one
         iteration at a time), the end-of-warmup check's statistics and the
-        number of modes found, all computed in the one program.
+        number of modes found.
         """
+        fn = self._logdensity_and_grad(model_args, model_kwargs)
 
-        def dilation_warmup(pop, keys):
-            fn = self._logdensity_and_grad(model_args, model_kwargs)
-
+        @partial(jax.jit, static_argnums=0)
+        def dilation_warmup(options, carry, start, stop):
             def body(_, carry):
                 pop, reference, key = carry
                 key, step_key = jax.random.split(key)
-                pop, _ = sampler.step(step_key, pop, fn, self._options)
+                pop, _ = sampler.step(step_key, pop, fn, options)
                 return pop, diagnostics.track(pop, reference), key
 
-            start = (pop, diagnostics.init_reference(pop), keys[0])
-            pop, reference, key = jax.lax.fori_loop(0, num_warmup, body, start)
+            return jax.lax.fori_loop(start, stop, body, carry)
+
+        @jax.jit
+        def dilation_mode_fit(carry):
+            pop, reference, key = carry
+            key_modes = sampler.iteration_keys(jax.random.split(key)[1])[1]
+            pop = sampler.fit_modes(key_modes, pop, fn, self._options)
+            return (pop, reference, key), pop.modes.num_modes
+
+        @jax.jit
+        def dilation_end_of_warmup(carry):
+            pop, reference, key = carry
             state = self._view(pop, jnp.zeros(keys.shape[0], int), keys.at[0].set(key))
             statistics = diagnostics.end_of_warmup(pop, reference)
             return state, statistics, pop.modes.num_modes
 
-        return jax.jit(dilation_warmup)(pop, keys)
+        carry = (pop, diagnostics.init_reference(pop), keys[0])
+        num_anneal = int(self._calendar.num_anneal)
+        unimodal = sampler.unimodal(self._options)
+        dim = pop.particles.position.shape[-1]
+        if not sampler.fits_at_anneal_end(self._calendar, dim, self._options):
+            carry = dilation_warmup(self._options, carry, 0, num_warmup)
+        else:
+            carry = dilation_warmup(unimodal, carry, 0, num_anneal)
+            carry, num_modes = dilation_mode_fit(carry)
+            several = int(num_modes) > 1 if _is_concrete(num_modes) else num_modes > 1
+
+            def tune(options):
+                return dilation_warmup(options, carry, num_anneal, num_warmup)
+
+            if _is_concrete(several):
+                carry = tune(self._options if several else unimodal)
+            else:
+                carry = jax.lax.cond(
+                    several, lambda: tune(self._options), lambda: tune(unimodal)
+                )
+        return dilation_end_of_warmup(carry)
 
     def num_evaluations(
         self, num_iterations: int, state: DilationState | None = None
