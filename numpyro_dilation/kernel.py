@@ -597,13 +597,15 @@ class DilationKernel(MCMCKernel):
         """The ``num_warmup`` warmup iterations, compiled on their own: the
         program of the sampling phase (``sample``) holds none of their work.
 
-        With jumps on, the warmup runs in two segments around the mode fit
-        that ends the annealing (``sampler.fit_modes``): the annealing has no
-        jumps, fits or rebalancing, and the tuning phase needs them only if
-        that fit found several modes (``calendar.single_mode``), so a unimodal
-        run compiles one loop (``sampler.unimodal``'s) for both segments and
-        never the multimodal code. The same draws as one loop of
-        ``sampler.step`` over the whole warmup.
+        Compiled: a loop of ``sampler.step`` over a range of iterations,
+        without its mode fits, and the mode fit (``sampler.fit_modes``), which
+        this host-side sequence calls at the calendar's fit iterations. Until
+        the first fit the loop is ``sampler.unimodal``'s (no jumps or
+        rebalancing can happen yet), and when the first fit ends the annealing
+        with one mode (``calendar.keeps_one_mode``) it stays so to the end:
+        a unimodal run compiles one loop and one fit, none of the jumps and
+        the rebalancing. Otherwise the loop with them runs between the later
+        fits. The same draws as one loop of ``sampler.step`` over the warmup.
 
         Returns the state after warmup, its population key advanced as
         ``sample`` advances it (one split per iteration: the same draws as one
@@ -617,7 +619,7 @@ class DilationKernel(MCMCKernel):
             def body(_, carry):
                 pop, reference, key = carry
                 key, step_key = jax.random.split(key)
-                pop, _ = sampler.step(step_key, pop, fn, options)
+                pop, _ = sampler.step(step_key, pop, fn, options, fit=False)
                 return pop, diagnostics.track(pop, reference), key
 
             return jax.lax.fori_loop(start, stop, body, carry)
@@ -637,25 +639,31 @@ class DilationKernel(MCMCKernel):
             return state, statistics, pop.modes.num_modes
 
         carry = (pop, diagnostics.init_reference(pop), keys[0])
-        num_anneal = int(self._calendar.num_anneal)
-        unimodal = sampler.unimodal(self._options)
         dim = pop.particles.position.shape[-1]
-        if not sampler.fits_at_anneal_end(self._calendar, dim, self._options):
-            carry = dilation_warmup(self._options, carry, 0, num_warmup)
-        else:
-            carry = dilation_warmup(unimodal, carry, 0, num_anneal)
+        fit_iterations = sampler.fit_iterations(self._calendar, dim, self._options)
+        fits = [int(t) for t in fit_iterations]
+        unimodal = sampler.unimodal(self._options)
+        first = fits[0] if fits else num_warmup
+        carry = dilation_warmup(unimodal, carry, 0, first)
+        if fits:
             carry, num_modes = dilation_mode_fit(carry)
-            several = int(num_modes) > 1 if _is_concrete(num_modes) else num_modes > 1
 
-            def tune(options):
-                return dilation_warmup(options, carry, num_anneal, num_warmup)
+            def one_mode():
+                return dilation_warmup(unimodal, carry, first, num_warmup)
 
-            if _is_concrete(several):
-                carry = tune(self._options if several else unimodal)
+            def several_modes():
+                tuned = carry
+                for start, stop in zip(fits, fits[1:], strict=False):
+                    tuned = dilation_warmup(self._options, tuned, start, stop)
+                    tuned, _ = dilation_mode_fit(tuned)
+                return dilation_warmup(self._options, tuned, fits[-1], num_warmup)
+
+            if _is_concrete(num_modes):
+                keep = calendar.keeps_one_mode(self._calendar, first, int(num_modes))
+                carry = one_mode() if keep else several_modes()
             else:
-                carry = jax.lax.cond(
-                    several, lambda: tune(self._options), lambda: tune(unimodal)
-                )
+                keep = calendar.keeps_one_mode(self._calendar, first, num_modes)
+                carry = jax.lax.cond(keep, one_mode, several_modes)
         return dilation_end_of_warmup(carry)
 
     def num_evaluations(

@@ -48,6 +48,7 @@ __all__ = [
     "in_step_size_window",
     "monitor_window",
     "mode_fit_iterations",
+    "keeps_one_mode",
     "single_mode",
 ]
 
@@ -149,11 +150,17 @@ def is_mode_fit(calendar: Calendar, t: Array) -> Array:
     return periodic | is_rebalance(calendar, t)
 
 
-def single_mode(calendar: Calendar, num_modes: Array) -> Calendar:
-    """After the fit at ``t = A``: with at most one mode, no later fit and no
-    rebalancing (their draws would never be used: jumps need two modes, and
-    one mode keeps its particles); several modes keep the calendar."""
-    one = num_modes <= 1
+def keeps_one_mode(calendar: Calendar, t: Array, num_modes: Array) -> Array:
+    """The mode fit at ``t`` ends the annealing (``t = A``) and found at most
+    one mode: the population is unimodal from there (``single_mode``)."""
+    return (t == calendar.num_anneal) & (num_modes <= 1)
+
+
+def single_mode(calendar: Calendar, t: Array, num_modes: Array) -> Calendar:
+    """The calendar after the mode fit at ``t``: without the later fits and the
+    rebalancing when ``keeps_one_mode`` (their draws would never be used: jumps
+    need two modes, and one mode keeps its particles), else unchanged."""
+    one = keeps_one_mode(calendar, t, num_modes)
     return calendar._replace(
         mode_fit_end=jnp.where(one, calendar.num_anneal + 1, calendar.mode_fit_end),
         rebalance_at=jnp.where(one, -1, calendar.rebalance_at),

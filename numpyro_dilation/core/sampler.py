@@ -66,6 +66,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from numpyro_dilation.core import (
@@ -90,7 +91,7 @@ __all__ = [
     "step",
     "sample_step",
     "fit_modes",
-    "fits_at_anneal_end",
+    "fit_iterations",
     "iteration_keys",
     "unimodal",
     "target_position",
@@ -435,13 +436,8 @@ def fit_modes(
         logdensity_and_grad_fn,
         options.max_modes,
     )
-    run_calendar = state.calendar
-    at_anneal_end = state.iteration == run_calendar.num_anneal
-    narrowed = calendar.single_mode(run_calendar, found.num_modes)
-    return state._replace(
-        modes=found,
-        calendar=_tree_where(at_anneal_end, narrowed, run_calendar),
-    )
+    narrowed = calendar.single_mode(state.calendar, state.iteration, found.num_modes)
+    return state._replace(modes=found, calendar=narrowed)
 
 
 def iteration_keys(key: Array) -> tuple[Array, Array, Array]:
@@ -451,15 +447,16 @@ def iteration_keys(key: Array) -> tuple[Array, Array, Array]:
     return key_move, key_modes, key_coin
 
 
-def fits_at_anneal_end(
+def fit_iterations(
     run_calendar: calendar.Calendar, dim: int, options: SamplerOptions
-) -> bool:
-    """Static (host-side, ``run_calendar`` concrete): ``step`` fits the modes
-    of a ``dim``-dimensional population at ``t = A``, where
-    ``calendar.single_mode`` may drop the later fits."""
+) -> np.ndarray:
+    """Static (host-side, ``run_calendar`` concrete): the iterations at which
+    ``step`` fits the modes of a ``dim``-dimensional population (none without
+    jumps and rebalancing, or without dimensions)."""
     jumping, rebalancing = _multimodal(dim, options)
-    fits = calendar.mode_fit_iterations(run_calendar)
-    return (jumping or rebalancing) and int(run_calendar.num_anneal) in fits
+    if jumping or rebalancing:
+        return calendar.mode_fit_iterations(run_calendar)
+    return np.zeros(0, int)
 
 
 def unimodal(options: SamplerOptions) -> SamplerOptions:
@@ -555,18 +552,21 @@ def step(
     state: SamplerState,
     logdensity_and_grad_fn: LogDensityAndGrad,
     options: SamplerOptions,
+    fit: bool = True,
 ) -> tuple[SamplerState, SamplerInfo]:
     """One iteration of the population (one gradient per particle, or
-    ``num_steps`` for an HMC move)."""
+    ``num_steps`` for an HMC move).
+
+    :param fit: static; ``False`` leaves the calendar's mode fits to the
+        caller, who makes them with ``fit_modes`` (same key) just before the
+        step of a fit iteration (the kernel, to compile them once).
+    """
     t = state.iteration
     key_move, key_modes, key_coin = iteration_keys(key)
     jumping, rebalancing = _multimodal(state.particles.position.shape[-1], options)
-    if jumping or rebalancing:
-        # The fit at t = A is made once: here, or before this iteration by a
-        # caller that needed its result first (the kernel's warmup segments).
-        fitted = (t == state.calendar.num_anneal) & (state.modes.num_modes > 0)
+    if (jumping or rebalancing) and fit:
         state = jax.lax.cond(
-            calendar.is_mode_fit(state.calendar, t) & ~fitted,
+            calendar.is_mode_fit(state.calendar, t),
             lambda s: fit_modes(key_modes, s, logdensity_and_grad_fn, options),
             lambda s: s,
             state,
