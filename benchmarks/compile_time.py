@@ -1,8 +1,13 @@
-"""Time to a first answer on eight schools: compilation and run of ``mcmc.run``,
-DilationKernel (1024 particles, 500 + 200) against NUTS (4 chains, 500 + 500)
-in the same process, as a ratio.
+"""Time to a first answer on a demo model (eight schools by default):
+compilation and run of ``mcmc.run``, DilationKernel (1024 particles, 500 +
+200) against NUTS (4 chains, 500 + 500) in the same process, as a ratio.
 
-    python benchmarks/compile_time.py [--repeats 3] [--breakdown] [--cache]
+    python benchmarks/compile_time.py [--model forty_modes] [--repeats 3]
+        [--breakdown] [--cache]
+
+``--model``: one of ``numpyro_dilation.cli.DEMOS`` (``eight_schools``, unimodal;
+``forty_modes``, the 40-mode mixture, both samplers started uniformly in its
+box), with the demo's initialisation.
 
 Each repeat builds fresh kernels (so everything compiles again) and times one
 ``mcmc.run`` inside ``numpyro_dilation.compile_timer.CompileTimer``; the
@@ -32,8 +37,8 @@ from jax import monitoring
 from numpyro.infer import MCMC, NUTS
 
 from numpyro_dilation import DilationKernel, compile_cache
+from numpyro_dilation.cli import DEMOS
 from numpyro_dilation.compile_timer import CompileTimer
-from numpyro_dilation.validation import targets
 
 BUDGETS = {"NUTS": (4, 500, 500), "DilationKernel": (1024, 500, 200)}
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
@@ -45,17 +50,18 @@ def _record(event: str, seconds: float, **kwargs) -> None:
         _programs[kwargs.get("fun_name", "?")] += seconds
 
 
-def _kernel(name: str):
-    model = targets.eight_schools_model
-    return NUTS(model) if name == "NUTS" else DilationKernel(model)
+def _kernel(name: str, model_name: str):
+    model, _, options = DEMOS[model_name]()
+    init = {k: v for k, v in options.items() if k == "init_strategy"}
+    return NUTS(model, **init) if name == "NUTS" else DilationKernel(model, **init)
 
 
-def one_run(name: str) -> tuple[float, float, dict]:
+def one_run(name: str, model_name: str) -> tuple[float, float, dict]:
     """(compile seconds, seconds after compilation, XLA seconds per program) of
     one ``mcmc.run`` with fresh kernels."""
     num_chains, num_warmup, num_samples = BUDGETS[name]
     mcmc = MCMC(
-        _kernel(name),
+        _kernel(name, model_name),
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
@@ -83,9 +89,12 @@ def _breakdown(name: str, programs: dict, top: int = 5) -> None:
     print(f"    {sum(s for _, s in rest):6.2f} s  {len(rest)} other programs")
 
 
-def _in_fresh_process(name: str, cache_dir: str) -> tuple[float, float]:
+def _in_fresh_process(
+    name: str, model_name: str, cache_dir: str
+) -> tuple[float, float]:
+    command = [sys.executable, __file__, "--child", name, "--model", model_name]
     out = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--cache-dir", cache_dir],
+        [*command, "--cache-dir", cache_dir],
         capture_output=True,
         text=True,
         check=True,
@@ -95,6 +104,7 @@ def _in_fresh_process(name: str, cache_dir: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(DEMOS), default="eight_schools")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--cache", action="store_true")
@@ -103,14 +113,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         compile_cache.enable(args.cache_dir)
-        print(json.dumps(one_run(args.child)[:2]))
+        print(json.dumps(one_run(args.child, args.model)[:2]))
         return
     monitoring.register_event_duration_secs_listener(_record)
     runs = {name: [] for name in BUDGETS}
     first_programs = {}
     for _ in range(args.repeats):
         for name in BUDGETS:
-            compile_s, run_s, programs = one_run(name)
+            compile_s, run_s, programs = one_run(name, args.model)
             runs[name].append((compile_s, run_s))
             first_programs.setdefault(name, programs)
     medians = {name: np.median(np.asarray(r), axis=0) for name, r in runs.items()}
@@ -124,8 +134,8 @@ def main() -> None:
     if args.cache:
         for name in BUDGETS:
             with tempfile.TemporaryDirectory() as cache_dir:
-                first = _in_fresh_process(name, cache_dir)
-                second = _in_fresh_process(name, cache_dir)
+                first = _in_fresh_process(name, args.model, cache_dir)
+                second = _in_fresh_process(name, args.model, cache_dir)
             print(
                 f"{name:>15}, fresh processes sharing a cache: compile "
                 f"{first[0]:.1f} s then {second[0]:.1f} s "

@@ -244,9 +244,12 @@ class WarmupReference(NamedTuple):
 
 
 def init_reference(state: sampler.SamplerState) -> WarmupReference:
-    """The reference of a fresh population."""
+    """The reference of a fresh population: zeros until ``track`` fills it
+    (NumPy, so that starting a run compiles nothing)."""
+    position = state.particles.position
     return WarmupReference(
-        sampler.target_position(state), jnp.zeros_like(state.particles.accept_prob)
+        np.zeros(position.shape, position.dtype),
+        np.zeros(position.shape[:1], position.dtype),
     )
 
 

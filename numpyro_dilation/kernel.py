@@ -8,6 +8,7 @@ field names NumPyro and ArviZ expect (docs/design.md section 4).
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -255,8 +256,11 @@ class DilationKernel(MCMCKernel):
         ``True``: always (an error otherwise); ``False``: never.
 
     **Warmup.** ``init`` runs the whole warmup (the calendar of
-    ``numpyro_dilation.core.calendar``) as one program compiled on its own,
-    then checks the population and issues its ``DilationWarning`` from the
+    ``numpyro_dilation.core.calendar``) in programs compiled on their own (a
+    loop for the annealing and, after the mode fit that ends it, for the
+    tuning: the same loop when a single mode was found, one with the jumps
+    and the rebalancing otherwise), then checks the population and issues
+    its ``DilationWarning`` from the
     user's ``mcmc.run``; the program of the sampling phase holds only the
     sampling moves. The first ``num_warmup`` iterations of MCMC's own loop then
     leave the state as it is: the progress bar passes over them at once, and
@@ -575,6 +579,9 @@ class DilationKernel(MCMCKernel):
             pop, keys, num_warmup, model_args, model_kwargs
         )
         diagnostics.warn_end_of_warmup(to_host(statistics))
+        if not traced:
+            # The calendar the warmup ran (its mode fits), for num_evaluations.
+            self._calendar = jax.tree.map(np.asarray, state.sampler_state.calendar)
         self._sampling_options = self._options
         if _is_concrete(num_modes) and int(num_modes) < 2:
             # No jump can happen (one mode or none was found): the sampling
@@ -590,28 +597,74 @@ class DilationKernel(MCMCKernel):
         """The ``num_warmup`` warmup iterations, compiled on their own: the
         program of the sampling phase (``sample``) holds none of their work.
 
+        Compiled: a loop of ``sampler.step`` over a range of iterations,
+        without its mode fits, and the mode fit (``sampler.fit_modes``), which
+        this host-side sequence calls at the calendar's fit iterations. Until
+        the first fit the loop is ``sampler.unimodal``'s (no jumps or
+        rebalancing can happen yet), and when the first fit ends the annealing
+        with one mode (``calendar.keeps_one_mode``) it stays so to the end:
+        a unimodal run compiles one loop and one fit, none of the jumps and
+        the rebalancing. Otherwise the loop with them runs between the later
+        fits. The same draws as one loop of ``sampler.step`` over the warmup.
+
         Returns the state after warmup, its population key advanced as
         ``sample`` advances it (one split per iteration: the same draws as one
         iteration at a time), the end-of-warmup check's statistics and the
-        number of modes found, all computed in the one program.
+        number of modes found.
         """
+        fn = self._logdensity_and_grad(model_args, model_kwargs)
 
-        def dilation_warmup(pop, keys):
-            fn = self._logdensity_and_grad(model_args, model_kwargs)
-
+        @partial(jax.jit, static_argnums=0)
+        def dilation_warmup(options, carry, start, stop):
             def body(_, carry):
                 pop, reference, key = carry
                 key, step_key = jax.random.split(key)
-                pop, _ = sampler.step(step_key, pop, fn, self._options)
+                pop, _ = sampler.step(step_key, pop, fn, options, fit=False)
                 return pop, diagnostics.track(pop, reference), key
 
-            start = (pop, diagnostics.init_reference(pop), keys[0])
-            pop, reference, key = jax.lax.fori_loop(0, num_warmup, body, start)
+            return jax.lax.fori_loop(start, stop, body, carry)
+
+        @jax.jit
+        def dilation_mode_fit(carry):
+            pop, reference, key = carry
+            key_modes = sampler.iteration_keys(jax.random.split(key)[1])[1]
+            pop = sampler.fit_modes(key_modes, pop, fn, self._options)
+            return (pop, reference, key), pop.modes.num_modes
+
+        @jax.jit
+        def dilation_end_of_warmup(carry):
+            pop, reference, key = carry
             state = self._view(pop, jnp.zeros(keys.shape[0], int), keys.at[0].set(key))
             statistics = diagnostics.end_of_warmup(pop, reference)
             return state, statistics, pop.modes.num_modes
 
-        return jax.jit(dilation_warmup)(pop, keys)
+        carry = (pop, diagnostics.init_reference(pop), keys[0])
+        dim = pop.particles.position.shape[-1]
+        fit_iterations = sampler.fit_iterations(self._calendar, dim, self._options)
+        fits = [int(t) for t in fit_iterations]
+        unimodal = sampler.unimodal(self._options)
+        first = fits[0] if fits else num_warmup
+        carry = dilation_warmup(unimodal, carry, 0, first)
+        if fits:
+            carry, num_modes = dilation_mode_fit(carry)
+
+            def one_mode():
+                return dilation_warmup(unimodal, carry, first, num_warmup)
+
+            def several_modes():
+                tuned = carry
+                for start, stop in zip(fits, fits[1:], strict=False):
+                    tuned = dilation_warmup(self._options, tuned, start, stop)
+                    tuned, _ = dilation_mode_fit(tuned)
+                return dilation_warmup(self._options, tuned, fits[-1], num_warmup)
+
+            if _is_concrete(num_modes):
+                keep = calendar.keeps_one_mode(self._calendar, first, int(num_modes))
+                carry = one_mode() if keep else several_modes()
+            else:
+                keep = calendar.keeps_one_mode(self._calendar, first, num_modes)
+                carry = jax.lax.cond(keep, one_mode, several_modes)
+        return dilation_end_of_warmup(carry)
 
     def num_evaluations(
         self, num_iterations: int, state: DilationState | None = None

@@ -14,6 +14,8 @@ from numpyro.infer import NUTS
 from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel, arviz_compat
+from numpyro_dilation.core import calendar
+from numpyro_dilation.core.multimodal import modes
 from numpyro_dilation.validation import targets
 
 NUM_CHAINS = 512
@@ -279,3 +281,52 @@ def test_local_step_sizes_reach_the_funnel_neck_and_count_their_gradients():
     assert ratio.min() <= -2 and np.allclose(ratio, np.round(ratio), atol=1e-4)
     with pytest.raises(ValueError, match="state=mcmc.last_state"):
         kernel.num_evaluations(400)
+
+
+def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
+    # The warmup runs in two segments around the fit that ends the annealing:
+    # one mode found -> the tuning segment reuses the annealing's loop (no
+    # jump, fit or rebalancing code compiled) and the run counts that one fit;
+    # two modes -> a second loop with them, and every fit of the calendar.
+    compiled = []
+
+    def record(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name", ""))
+
+    def count(name):
+        return sum(name in fun for fun in compiled)
+
+    unimodal = targets.gaussian_mixture(jnp.zeros((1, 2)), 1.0, jnp.ones(1))
+    bimodal = targets.gaussian_mixture(
+        jnp.array([[-4.0, 0.0], [4.0, 0.0]]), 1.0, jnp.array([0.5, 0.5])
+    )
+    jax.monitoring.register_event_duration_secs_listener(record)
+    try:
+        fits = []
+        for target in (unimodal, bimodal):
+            compiled.clear()
+            kernel = DilationKernel(
+                potential_fn=lambda x, t=target: -t.logdensity_fn(x)
+            )
+            mcmc = run(
+                kernel,
+                init_params=spread_init(2, 256),
+                num_warmup=200,
+                num_samples=10,
+                num_chains=256,
+            )
+            pop = mcmc.last_state.sampler_state
+            fits.append(
+                (
+                    count("dilation_warmup"),
+                    int(pop.modes.num_modes),
+                    (kernel.num_evaluations(200) - 256 * 200)
+                    // modes.fit_evaluations(256, kernel._options.max_modes),
+                )
+            )
+    finally:
+        jax.monitoring.unregister_event_duration_listener(record)
+    assert fits[0] == (1, 1, 1)
+    assert fits[1] == (2, 2, len(calendar.mode_fit_iterations(kernel._calendar)))
+    assert fits[1][2] > 1

@@ -63,7 +63,8 @@ class StepSizeState(NamedTuple):
 
 def step_size_init(step_size: float) -> StepSizeState:
     """``log eps_0 = log step_size``, with an empty final window."""
-    return StepSizeState(jnp.log(jnp.asarray(step_size, float)), jnp.zeros(()), 0)
+    count = jnp.zeros((), int)
+    return StepSizeState(jnp.log(jnp.asarray(step_size, float)), jnp.zeros(()), count)
 
 
 def step_size_update(
@@ -127,8 +128,10 @@ class TrajectoryState(NamedTuple):
 
 def trajectory_init(length: Array) -> TrajectoryState:
     """``log T_0 = log length``, Adam's moment at 0, an empty final window."""
-    zero = jnp.zeros(())
-    return TrajectoryState(jnp.log(jnp.asarray(length, float)), zero, 0, zero, 0)
+    zero, count = jnp.zeros(()), jnp.zeros((), int)
+    return TrajectoryState(
+        jnp.log(jnp.asarray(length, float)), zero, count, zero, count
+    )
 
 
 def chees_gradient(

@@ -15,6 +15,11 @@ of them annealing, ``T = W - A`` tuning at ``l = 1`` and ``K`` levels:
 * rebalancing (when on and ``T > 0``): the modes are fitted once more at
   ``t = W - 1``, their masses corrected and particles resampled between them
   (back to back with the last periodic fit when that falls at ``W - 2``);
+* one mode: when the fit at ``t = A`` (the end of annealing, where the
+  population has reached every mode it will hold) finds at most one mode, the
+  calendar drops the later fits and the rebalancing (``single_mode``): the
+  tuning and sampling phases then never jump, so a unimodal run compiles
+  none of that code (the kernel's warmup runs in segments for that);
 * step size: adapted from ``t = 0`` to ``W - 1``; its log is averaged over the
   final window ``t >= W - max(floor(T / 4), 1)`` and frozen at that mean;
 * end-of-warmup check (``diagnostics.track``): over the last
@@ -43,6 +48,8 @@ __all__ = [
     "in_step_size_window",
     "monitor_window",
     "mode_fit_iterations",
+    "keeps_one_mode",
+    "single_mode",
 ]
 
 
@@ -52,6 +59,8 @@ class Calendar(NamedTuple):
     - **levels**: ``(K,)`` the dilation levels ``l_0 <= ... <= l_{K-1} = 1``.
     - **num_anneal**: ``A``; **num_warmup**: ``W``.
     - **mode_fit_period**: ``p``; 0 when there are no periodic mode fits.
+    - **mode_fit_end**: periodic fits happen at ``t < mode_fit_end`` (``W``;
+      ``A + 1`` after ``single_mode``).
     - **rebalance_at**: ``W - 1``, or -1 when there is no rebalancing.
     - **step_size_window_start**: first iteration of the step-size average.
     - **monitor_start**: ``W - k``, first iteration of the end-of-warmup check.
@@ -61,6 +70,7 @@ class Calendar(NamedTuple):
     num_anneal: Array
     num_warmup: Array
     mode_fit_period: Array
+    mode_fit_end: Array
     rebalance_at: Array
     step_size_window_start: Array
     monitor_start: Array
@@ -97,6 +107,7 @@ def build_calendar(
         num_anneal=np.asarray(num_anneal, integer),
         num_warmup=np.asarray(num_warmup, integer),
         mode_fit_period=np.asarray(period if options.jump_prob > 0 else 0, integer),
+        mode_fit_end=np.asarray(num_warmup, integer),
         rebalance_at=np.asarray(
             num_warmup - 1 if options.rebalance and num_tune > 0 else -1, integer
         ),
@@ -131,9 +142,29 @@ def is_mode_fit(calendar: Calendar, t: Array) -> Array:
     periodic = (
         (period > 0)
         & is_tuning(calendar, t)
-        & ((t - calendar.num_anneal) % jnp.maximum(period, 1) == 0)
+        & (t < calendar.mode_fit_end)
+        # period + (period == 0): the period, or 1 when there is none (operators
+        # only, so that a NumPy calendar gives NumPy answers, see below).
+        & ((t - calendar.num_anneal) % (period + (period == 0)) == 0)
     )
     return periodic | is_rebalance(calendar, t)
+
+
+def keeps_one_mode(calendar: Calendar, t: Array, num_modes: Array) -> Array:
+    """The mode fit at ``t`` ends the annealing (``t = A``) and found at most
+    one mode: the population is unimodal from there (``single_mode``)."""
+    return (t == calendar.num_anneal) & (num_modes <= 1)
+
+
+def single_mode(calendar: Calendar, t: Array, num_modes: Array) -> Calendar:
+    """The calendar after the mode fit at ``t``: without the later fits and the
+    rebalancing when ``keeps_one_mode`` (their draws would never be used: jumps
+    need two modes, and one mode keeps its particles), else unchanged."""
+    one = keeps_one_mode(calendar, t, num_modes)
+    return calendar._replace(
+        mode_fit_end=jnp.where(one, calendar.num_anneal + 1, calendar.mode_fit_end),
+        rebalance_at=jnp.where(one, -1, calendar.rebalance_at),
+    )
 
 
 def in_step_size_window(calendar: Calendar, t: Array) -> Array:
@@ -147,6 +178,7 @@ def monitor_window(calendar: Calendar) -> Array:
 
 
 def mode_fit_iterations(calendar: Calendar) -> np.ndarray:
-    """The iterations at which the modes are fitted (host-side, for reports)."""
-    t = jnp.arange(int(calendar.num_warmup))
-    return np.flatnonzero(np.asarray(is_mode_fit(calendar, t)))
+    """The iterations at which the modes are fitted (host-side, in NumPy:
+    nothing is compiled for it)."""
+    host = Calendar(*(np.asarray(field) for field in calendar))
+    return np.flatnonzero(is_mode_fit(host, np.arange(int(host.num_warmup))))

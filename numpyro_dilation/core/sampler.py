@@ -42,7 +42,9 @@ Multimodal targets (docs/multimodal.md), on by default:
   probability ``jump_prob`` per iteration (one coin for the population,
   independent of the state), every particle makes an exact
   Metropolis-Hastings jump from the mixture fitted to the modes (``jumps.step``)
-  instead of a Langevin step, as long as more than one mode was found;
+  instead of a Langevin step, as long as more than one mode was found; when
+  the fit at ``t = A`` finds one mode, the calendar drops the later fits and
+  the rebalancing (``calendar.single_mode``, applied by ``fit_modes``);
 * at ``t = W - 1`` (the last warmup iteration) the modes are found again and
   the population is rebalanced: each mode's mass is estimated by importance
   sampling and particles are resampled between modes
@@ -64,6 +66,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 from numpyro_dilation.core import (
@@ -87,6 +90,10 @@ __all__ = [
     "init",
     "step",
     "sample_step",
+    "fit_modes",
+    "fit_iterations",
+    "iteration_keys",
+    "unimodal",
     "target_position",
     "target_potential",
     "num_evaluations",
@@ -412,8 +419,16 @@ def _jump(
     )
 
 
-def _find_modes(key, state: SamplerState, logdensity_and_grad_fn, options):
-    """The modes of the population in target space (at ``l = 1``)."""
+def fit_modes(
+    key: Array,
+    state: SamplerState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    options: SamplerOptions,
+) -> SamplerState:
+    """The mode fit of iteration ``t`` (``key``: that iteration's
+    ``iteration_keys``): the modes of the population in target space (at
+    ``l = 1``); the fit at the end of annealing (``t = A``) also applies the
+    calendar's one-mode rule (``calendar.single_mode``)."""
     found, _ = modes.find_modes(
         key,
         target_position(state),
@@ -421,7 +436,33 @@ def _find_modes(key, state: SamplerState, logdensity_and_grad_fn, options):
         logdensity_and_grad_fn,
         options.max_modes,
     )
-    return found
+    narrowed = calendar.single_mode(state.calendar, state.iteration, found.num_modes)
+    return state._replace(modes=found, calendar=narrowed)
+
+
+def iteration_keys(key: Array) -> tuple[Array, Array, Array]:
+    """An iteration's keys: its move (or jump, or rebalancing), its mode fit,
+    its jump coin."""
+    key_move, key_modes, key_coin = jax.random.split(key, 3)
+    return key_move, key_modes, key_coin
+
+
+def fit_iterations(
+    run_calendar: calendar.Calendar, dim: int, options: SamplerOptions
+) -> np.ndarray:
+    """Static (host-side, ``run_calendar`` concrete): the iterations at which
+    ``step`` fits the modes of a ``dim``-dimensional population (none without
+    jumps and rebalancing, or without dimensions)."""
+    jumping, rebalancing = _multimodal(dim, options)
+    if jumping or rebalancing:
+        return calendar.mode_fit_iterations(run_calendar)
+    return np.zeros(0, int)
+
+
+def unimodal(options: SamplerOptions) -> SamplerOptions:
+    """The options of a run without jumps, mode fits or rebalancing: what a
+    population that is one mode needs compiled (``calendar.single_mode``)."""
+    return options._replace(jump_prob=0.0, rebalance=False)
 
 
 def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
@@ -499,10 +540,10 @@ def _adapt(
     return state._replace(step_size=step_size, inv_mass=inv_mass)
 
 
-def _multimodal(state: SamplerState, options: SamplerOptions) -> tuple[bool, bool]:
+def _multimodal(dim: int, options: SamplerOptions) -> tuple[bool, bool]:
     """Static: jumps on, rebalancing on; neither for a target without
     dimensions (a model whose latent sites are empty), which has no modes."""
-    has_dims = state.particles.position.shape[-1] > 0
+    has_dims = dim > 0
     return options.jump_prob > 0 and has_dims, options.rebalance and has_dims
 
 
@@ -511,25 +552,29 @@ def step(
     state: SamplerState,
     logdensity_and_grad_fn: LogDensityAndGrad,
     options: SamplerOptions,
+    fit: bool = True,
 ) -> tuple[SamplerState, SamplerInfo]:
     """One iteration of the population (one gradient per particle, or
-    ``num_steps`` for an HMC move)."""
+    ``num_steps`` for an HMC move).
+
+    :param fit: static; ``False`` leaves the calendar's mode fits to the
+        caller, who makes them with ``fit_modes`` (same key) just before the
+        step of a fit iteration (the kernel, to compile them once).
+    """
     t = state.iteration
-    run_calendar = state.calendar
-    key_move, key_modes, key_coin = jax.random.split(key, 3)
-    lam = calendar.level_at(run_calendar, t)
-    tuning = calendar.is_tuning(run_calendar, t)
-    is_rebalance = calendar.is_rebalance(run_calendar, t)
-    jumping, rebalancing = _multimodal(state, options)
-    if jumping or rebalancing:
+    key_move, key_modes, key_coin = iteration_keys(key)
+    jumping, rebalancing = _multimodal(state.particles.position.shape[-1], options)
+    if (jumping or rebalancing) and fit:
         state = jax.lax.cond(
-            calendar.is_mode_fit(run_calendar, t),
-            lambda s: s._replace(
-                modes=_find_modes(key_modes, s, logdensity_and_grad_fn, options)
-            ),
+            calendar.is_mode_fit(state.calendar, t),
+            lambda s: fit_modes(key_modes, s, logdensity_and_grad_fn, options),
             lambda s: s,
             state,
         )
+    run_calendar = state.calendar
+    lam = calendar.level_at(run_calendar, t)
+    tuning = calendar.is_tuning(run_calendar, t)
+    is_rebalance = rebalancing & calendar.is_rebalance(run_calendar, t)
     is_jump = (
         jumping
         & (t >= run_calendar.num_anneal)
@@ -595,8 +640,8 @@ def sample_step(
     Langevin move or, with probability ``jump_prob`` once several modes were
     found, a jump. The same draws as ``step`` there, with none of warmup's work
     (mode fits, rebalancing, adaptation, stragglers) in the compiled program."""
-    key_move, _, key_coin = jax.random.split(key, 3)
-    jumping, _ = _multimodal(state, options)
+    key_move, _, key_coin = iteration_keys(key)
+    jumping, _ = _multimodal(state.particles.position.shape[-1], options)
 
     def move(s):
         moved, _ = _move(key_move, s, s.lam, logdensity_and_grad_fn, options, True)

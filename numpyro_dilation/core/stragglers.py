@@ -56,20 +56,22 @@ def order_statistic(values: Array, include: Array, rank: Array) -> Array:
     """
     key = _sortable_key(values)
     bits = key.dtype.itemsize * 8
-    prefix = jnp.zeros((), key.dtype)
-    rank = rank.astype(jnp.int32)
-    for shift in range(bits - 8, -1, -8):
-        if shift + 8 < bits:
-            same = (key >> (shift + 8)) == (prefix >> (shift + 8))
-            candidate = include & same
-        else:
-            candidate = include
+
+    def select_byte(i, carry):
+        prefix, rank = carry
+        shift = jnp.asarray(bits - 8 - 8 * i, key.dtype)
+        # Candidates: the included keys whose higher bytes match the prefix.
+        higher = jnp.minimum(shift + 8, bits - 1)
+        same = (i == 0) | ((key >> higher) == (prefix >> higher))
         digit = ((key >> shift) & 0xFF).astype(jnp.int32)
-        counts = jnp.zeros(256, jnp.int32).at[digit].add(candidate.astype(jnp.int32))
+        candidate = (include & same).astype(jnp.int32)
+        counts = jnp.zeros(256, jnp.int32).at[digit].add(candidate)
         below = jnp.cumsum(counts) - counts
         byte = jnp.sum(below <= rank) - 1
-        rank = rank - below[byte]
-        prefix = prefix | (byte.astype(key.dtype) << shift)
+        return prefix | (byte.astype(key.dtype) << shift), rank - below[byte]
+
+    start = (jnp.zeros((), key.dtype), rank.astype(jnp.int32))
+    prefix, _ = jax.lax.fori_loop(0, bits // 8, select_byte, start)
     return _from_key(prefix, values.dtype)
 
 

@@ -72,13 +72,10 @@ def test_windows_lie_inside_the_tuning_phase():
     assert int(cal.monitor_start) == 375
 
 
-def test_the_sampler_follows_the_calendar():
-    # Level changes (re-evaluations) where the calendar's level changes, one
-    # rebalancing at W - 1, no jump before the tuning phase.
-    num_warmup, n, d = 40, 64, 2
+def _run_calendar(logdensity, num_warmup=40, n=64, d=2):
     options = core.SamplerOptions()
     cal = core.build_calendar(num_warmup, options, num_levels=4)
-    fn = jax.value_and_grad(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2))
+    fn = jax.value_and_grad(logdensity)
     centers = jax.random.normal(jax.random.PRNGKey(0), (n, d))
     state = core.init(centers, fn, cal, options)
 
@@ -86,13 +83,44 @@ def test_the_sampler_follows_the_calendar():
         return core.step(key, state, fn, options)
 
     keys = jax.random.split(jax.random.PRNGKey(1), num_warmup + 5)
-    _, info = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    state, info = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    return cal, state, info
+
+
+def test_the_sampler_follows_the_calendar():
+    # Level changes (re-evaluations) where the calendar's level changes, one
+    # rebalancing at W - 1, no jump before the tuning phase: two modes.
+    num_warmup = 40
+
+    def logdensity(x):
+        return jnp.logaddexp(
+            -0.5 * jnp.sum((x - 4.0) ** 2), -0.5 * jnp.sum((x + 4.0) ** 2)
+        )
+
+    cal, state, info = _run_calendar(logdensity, num_warmup)
+    assert int(state.modes.num_modes) == 2
     t = jnp.arange(num_warmup + 5)
     levels = np.asarray(jax.vmap(lambda i: calendar.level_at(cal, i))(t))
     changed = np.concatenate([[False], levels[1:] != levels[:-1]])
     np.testing.assert_array_equal(np.asarray(info.is_rescale), changed)
     assert np.flatnonzero(np.asarray(info.is_rebalance)).tolist() == [num_warmup - 1]
     assert not np.any(np.asarray(info.is_jump)[: int(cal.num_anneal)])
+    np.testing.assert_array_equal(
+        calendar.mode_fit_iterations(state.calendar),
+        calendar.mode_fit_iterations(cal),
+    )
+
+
+def test_one_mode_at_the_end_of_annealing_drops_later_fits_and_rebalancing():
+    # calendar.single_mode: a unimodal population is fitted once, at t = A,
+    # and never rebalanced; its tuning iterations are all moves.
+    cal, state, info = _run_calendar(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2))
+    assert int(state.modes.num_modes) == 1
+    num_anneal = int(cal.num_anneal)
+    assert calendar.mode_fit_iterations(state.calendar).tolist() == [num_anneal]
+    assert len(calendar.mode_fit_iterations(cal)) > 1
+    assert not np.any(np.asarray(info.is_rebalance))
+    assert not np.any(np.asarray(info.is_jump))
 
 
 @pytest.mark.parametrize(

@@ -103,7 +103,7 @@ def empty(num_particles: int, dim: int, max_modes: int, dtype=jnp.float32) -> Mo
             jnp.zeros((k, dim), dtype),
             jnp.ones((k, dim), dtype),
         ),
-        jnp.full(k, -1),
+        jnp.full(k, -1, int),
         jnp.full(k, -jnp.inf, dtype),
         jnp.zeros(k, dtype),
         GaussianMixture(
