@@ -21,7 +21,9 @@ class ModeSummary(NamedTuple):
       of warmup (the particle shares if the correction was not applied).
     - **locations**: ``(num_modes, d)`` each mode's highest peak, in
       unconstrained (flat) coordinates.
-    - **ess**: effective sample size of the importance draws in each mode.
+    - **ess**: effective sample size of the importance draws in each mode (0
+      when no correction was made: with one mode found at the end of
+      annealing there is nothing to correct, see docs/calendar.md).
     """
 
     num_modes: int

@@ -3,7 +3,10 @@
 ``M`` is diagonal (stored as a vector of shape ``(d,)``) or dense (``(d, d)``);
 ``L`` is its elementwise square root or its lower Cholesky factor. The three
 operations a preconditioned Langevin step needs are ``M g``, ``L z`` and
-``L^{-1} v`` (to evaluate the Gaussian proposal density).
+``L^{-1} v`` (to evaluate the Gaussian proposal density); ``L^{-1}`` is
+formed once per preconditioner (a triangular solve against the identity), so
+that a population's whitening is one matrix product, not a triangular solve
+per particle.
 """
 
 from typing import NamedTuple
@@ -20,10 +23,12 @@ particles per dimension (:func:`dense_by_default`)."""
 
 
 class Preconditioner(NamedTuple):
-    """``inv_mass`` is ``M``; ``sqrt_inv_mass`` is ``L`` with ``M = L L^T``."""
+    """``inv_mass`` is ``M``; ``sqrt_inv_mass`` is ``L`` with ``M = L L^T``;
+    ``whitening`` is ``L^{-1}``."""
 
     inv_mass: Array
     sqrt_inv_mass: Array
+    whitening: Array
 
     @property
     def is_dense(self) -> bool:
@@ -39,9 +44,7 @@ class Preconditioner(NamedTuple):
 
     def whiten(self, v: Array) -> Array:
         """``L^{-1} v``, so that ``|L^{-1} v|^2 = v^T M^{-1} v``."""
-        if self.is_dense:
-            return solve_triangular(self.sqrt_inv_mass, v, lower=True)
-        return v / self.sqrt_inv_mass
+        return self.whitening @ v if self.is_dense else self.whitening * v
 
     def log_det_sqrt(self) -> Array:
         """``log det L = 1/2 log det M``."""
@@ -53,14 +56,17 @@ def make_preconditioner(inv_mass: Array) -> Preconditioner:
     """Build from ``M``: a vector (diagonal) or a symmetric positive-definite matrix."""
     inv_mass = jnp.asarray(inv_mass)
     if inv_mass.ndim == 2:
-        return Preconditioner(inv_mass, jnp.linalg.cholesky(inv_mass))
-    return Preconditioner(inv_mass, jnp.sqrt(inv_mass))
+        sqrt = jnp.linalg.cholesky(inv_mass)
+        eye = jnp.eye(inv_mass.shape[0], dtype=inv_mass.dtype)
+        return Preconditioner(inv_mass, sqrt, solve_triangular(sqrt, eye, lower=True))
+    sqrt = jnp.sqrt(inv_mass)
+    return Preconditioner(inv_mass, sqrt, 1 / sqrt)
 
 
 def identity(dim: int, dense: bool = False, dtype=jnp.float32) -> Preconditioner:
     """``M = I``."""
     eye = jnp.eye(dim, dtype=dtype) if dense else jnp.ones(dim, dtype=dtype)
-    return Preconditioner(eye, eye)
+    return Preconditioner(eye, eye, eye)
 
 
 def dense_by_default(dim: int, num_particles: int) -> bool:
