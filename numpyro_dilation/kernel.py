@@ -586,7 +586,7 @@ class DilationKernel(MCMCKernel):
         if _is_concrete(num_modes) and int(num_modes) < 2:
             # No jump can happen (one mode or none was found): the sampling
             # program leaves the jump out, with the same draws.
-            self._sampling_options = self._options._replace(jump_prob=0.0)
+            self._sampling_options = sampler.unimodal(self._options)
         if sharding is None:
             return state
         return state._replace(
@@ -627,6 +627,8 @@ class DilationKernel(MCMCKernel):
         @jax.jit
         def dilation_mode_fit(carry):
             pop, reference, key = carry
+            # The key that body gives this iteration's step: the fit's draws
+            # are those of the step's own fit (sampler.step with fit=True).
             key_modes = sampler.iteration_keys(jax.random.split(key)[1])[1]
             pop = sampler.fit_modes(key_modes, pop, fn, self._options)
             return (pop, reference, key), pop.modes.num_modes
@@ -659,10 +661,11 @@ class DilationKernel(MCMCKernel):
                 return dilation_warmup(self._options, tuned, fits[-1], num_warmup)
 
             if _is_concrete(num_modes):
-                keep = calendar.keeps_one_mode(self._calendar, first, int(num_modes))
+                num_modes = int(num_modes)  # the host decides, nothing compiles
+            keep = calendar.keeps_one_mode(self._calendar, first, num_modes)
+            if _is_concrete(keep):
                 carry = one_mode() if keep else several_modes()
             else:
-                keep = calendar.keeps_one_mode(self._calendar, first, num_modes)
                 carry = jax.lax.cond(keep, one_mode, several_modes)
         return dilation_end_of_warmup(carry)
 
