@@ -286,6 +286,12 @@ def main() -> None:
     parser.add_argument("--no-chees", action="store_true")
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
+    if not args.no_chees:
+        try:
+            import blackjax  # noqa: F401
+        except ImportError:
+            print("blackjax is not installed (pip install -e .[bench]): no ChEES rows")
+            args.no_chees = True
     stored = json.loads(args.reference.read_text()) if args.reference.exists() else {}
     print(
         "| target | sampler | time (s) | gradients | ESS min | ESS/grad vs NUTS "

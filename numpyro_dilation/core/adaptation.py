@@ -110,7 +110,7 @@ def harmonic_mean_acceptance(accept_prob: Array, diverging: Array) -> Array:
     """``1 / mean(1 / a_i)`` over the particles whose move did not diverge (0
     when none is left or one accepted nothing).
 
-    HMC's step size follows it (ChEES, Hoffman, Radul, Sountsov 2021, Sec. 4;
+    HMC's step size follows it (ChEES, Hoffman, Radul, Sountsov 2021;
     as blackjax.adaptation.chees_adaptation): it is small as soon as a few
     particles accept little, where the arithmetic mean lets a tail whose
     trajectories fail hide behind a body that accepts nearly everything.
