@@ -29,10 +29,20 @@ with Adam without momentum (``beta_2 = 0.95``), each update clipped to
 
     s_{t+1} = b s_t + (1 - b) g^2
     log T_{t+1} = log T_t + lr g / sqrt(s_{t+1} / (1 - b^(t+1)))
+
+The trajectories use ``max(T, pi sqrt(lambda_max))``, ``lambda_max`` the
+largest eigenvalue of the population's covariance in whitened coordinates
+(power iteration): jittered by ``u ~ U(0, 1)``, their mean length is at least
+a quarter period ``(pi / 2) sqrt(lambda_max)`` of the slowest direction, which
+ChEES, dominated by the bulk of the directions, under-serves (the length floor
+of blackjax.adaptation.chees_adaptation; the floor is not fed back into
+``log T``). HMC's step size follows the harmonic mean of the acceptance
+probabilities (``harmonic_mean_acceptance``), as ChEES does.
 """
 
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 
@@ -41,11 +51,14 @@ __all__ = [
     "step_size_init",
     "step_size_update",
     "final_step_size",
+    "harmonic_mean_acceptance",
     "population_inv_mass",
     "TrajectoryState",
     "trajectory_init",
     "chees_gradient",
     "trajectory_update",
+    "length_floor",
+    "trajectory_length",
     "final_trajectory_length",
 ]
 
@@ -93,6 +106,21 @@ def final_step_size(state: StepSizeState) -> Array:
     return _exp_window_mean(state.log_step_size, state.log_step_size_sum, state.count)
 
 
+def harmonic_mean_acceptance(accept_prob: Array, diverging: Array) -> Array:
+    """``1 / mean(1 / a_i)`` over the particles whose move did not diverge (0
+    when none is left or one accepted nothing).
+
+    HMC's step size follows it (ChEES, Hoffman, Radul, Sountsov 2021;
+    as blackjax.adaptation.chees_adaptation): it is small as soon as a few
+    particles accept little, where the arithmetic mean lets a tail whose
+    trajectories fail hide behind a body that accepts nearly everything.
+    """
+    kept = ~diverging
+    inverse = jnp.where(kept, 1.0 / jnp.maximum(accept_prob, 1e-30), 0.0)
+    mean_inverse = jnp.sum(inverse) / jnp.maximum(jnp.sum(kept), 1)
+    return jnp.where(jnp.any(kept), 1.0 / mean_inverse, 0.0)
+
+
 def population_inv_mass(
     positions: Array, dense: bool = False, previous: Array | None = None
 ) -> Array:
@@ -117,21 +145,58 @@ def population_inv_mass(
 
 class TrajectoryState(NamedTuple):
     """``log_length`` (``log T``) is adapted; ``second_moment`` and ``updates``
-    are Adam's; ``log_length_sum / count`` is the final window's mean."""
+    are Adam's; ``log_length_sum / count`` is the final window's mean;
+    ``floor`` is the length floor ``pi sqrt(lambda_max)`` and ``direction``
+    the power iteration's latest eigenvector (its next start)."""
 
     log_length: Array
     second_moment: Array
     updates: Array
     log_length_sum: Array
     count: Array
+    floor: Array
+    direction: Array
 
 
-def trajectory_init(length: Array) -> TrajectoryState:
-    """``log T_0 = log length``, Adam's moment at 0, an empty final window."""
+def trajectory_init(length: Array, dim: int, dtype=jnp.float32) -> TrajectoryState:
+    """``log T_0 = log length``, Adam's moment at 0, an empty final window, no
+    floor yet, and the power iteration's start ``(1, ..., 1) / sqrt(dim)``."""
     zero, count = jnp.zeros(()), jnp.zeros((), int)
+    direction = jnp.full((dim,), 1.0 / max(dim, 1) ** 0.5, dtype)
     return TrajectoryState(
-        jnp.log(jnp.asarray(length, float)), zero, count, zero, count
+        jnp.log(jnp.asarray(length, float)), zero, count, zero, count, zero, direction
     )
+
+
+def length_floor(
+    state: TrajectoryState, whitened: Array, num_iterations: int = 5
+) -> TrajectoryState:
+    """The floor ``pi sqrt(lambda_max)`` of the population ``whitened`` ``(n,
+    d)``: ``num_iterations`` power iterations ``v <- C v / |C v|`` on its
+    covariance ``C`` (as products with the centred positions, never forming
+    ``C``), started from the previous ``direction``; ``lambda_max = v . C v``."""
+    centred = whitened - jnp.mean(whitened, 0)
+    scale = 1.0 / max(whitened.shape[0] - 1, 1)
+
+    def times_cov(v):
+        return scale * ((centred @ v) @ centred)
+
+    def power(_, v):
+        w = times_cov(v)
+        return w / jnp.maximum(jnp.linalg.norm(w), 1e-30)
+
+    direction = jax.lax.fori_loop(0, num_iterations, power, state.direction)
+    lambda_max = jnp.dot(direction, times_cov(direction))
+    floor = jnp.pi * jnp.sqrt(jnp.maximum(lambda_max, 0.0))
+    return state._replace(
+        floor=jnp.asarray(floor, state.floor.dtype),
+        direction=direction.astype(state.direction.dtype),
+    )
+
+
+def trajectory_length(state: TrajectoryState) -> Array:
+    """The length the trajectories use: ``max(T, floor)``."""
+    return jnp.maximum(jnp.exp(state.log_length), state.floor)
 
 
 def chees_gradient(
@@ -175,12 +240,13 @@ def trajectory_update(
     scale = jnp.sqrt(second / (1 - ADAM_DECAY**updates)) + 1e-12
     step = jnp.clip(learning_rate * gradient / scale, -MAX_LOG_UPDATE, MAX_LOG_UPDATE)
     log_length = state.log_length + jnp.where(finite, step, 0.0)
-    return TrajectoryState(
-        log_length,
-        jnp.where(finite, second, state.second_moment),
-        jnp.where(finite, updates, state.updates),
-        state.log_length_sum + jnp.where(in_final_window, log_length, 0.0),
-        state.count + jnp.where(in_final_window, 1, 0),
+    return state._replace(
+        log_length=log_length,
+        second_moment=jnp.where(finite, second, state.second_moment),
+        updates=jnp.where(finite, updates, state.updates),
+        log_length_sum=state.log_length_sum
+        + jnp.where(in_final_window, log_length, 0.0),
+        count=state.count + jnp.where(in_final_window, 1, 0),
     )
 
 

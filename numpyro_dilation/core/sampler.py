@@ -19,8 +19,10 @@ every iteration at which something happens is read from the run's
 With ``options.hmc`` every Langevin move at ``l = 1`` (tuning and sampling) is
 an exact HMC trajectory instead (``core.hmc``): ``n = ceil(u_t T / eps)``
 leapfrog steps shared by the population, ``u_t`` the quasi-random jitter of
-iteration ``t``, ``T`` tuned by ChEES while tuning and frozen (its final-window
-mean) with ``eps``. ``T`` starts at 1: in the coordinates the preconditioner
+iteration ``t``, ``T`` tuned by ChEES while tuning, floored at ``pi
+sqrt(lambda_max)`` of the whitened population, and frozen (its final-window
+mean) with ``eps``, which follows the harmonic mean acceptance there
+(``core.adaptation``). ``T`` starts at 1: in the coordinates the preconditioner
 whitens, the Hamiltonian flow of a Gaussian has period ``2 pi`` whatever its
 scales, so 1 is near ChEES's optimum from the start (starting at one step, as
 ChEES does, spends most of a short tuning phase growing ``T``).
@@ -231,7 +233,7 @@ def init(
         calendar=run_calendar,
         modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
-        trajectory=adaptation.trajectory_init(1.0),
+        trajectory=adaptation.trajectory_init(1.0, d, center.dtype),
         num_steps=jnp.ones((), jnp.int32),
         num_gradients=jnp.zeros((), jnp.int32),
     )
@@ -300,7 +302,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     n = jnp.ones((), jnp.int32)
     if use_hmc:
         u = hmc.jitter(state.iteration)
-        length = jnp.exp(state.trajectory.log_length)
+        length = adaptation.trajectory_length(state.trajectory)
         n = hmc.num_integration_steps(length, h, u, options.max_leapfrog_steps)
     # Local steps: two uniforms per particle for its acceptance band, from a key
     # of their own (the other draws are those of the shared step).
@@ -363,17 +365,18 @@ def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
     after`` (``info``: its endpoints and velocities), in whitened coordinates."""
     precond = make_preconditioner(before.inv_mass)
     whiten = jax.vmap(precond.whiten)
+    start = whiten(before.particles.position)
     u = hmc.jitter(before.iteration)
     gradient = adaptation.chees_gradient(
-        whiten(before.particles.position),
+        start,
         whiten(info.proposal),
         whiten(info.velocity),
         info.acceptance_rate,
-        u * jnp.exp(before.trajectory.log_length),
+        u * adaptation.trajectory_length(before.trajectory),
     )
     t, run_calendar = before.iteration, before.calendar
     updated = adaptation.trajectory_update(
-        before.trajectory,
+        adaptation.length_floor(before.trajectory, start),
         gradient,
         options.trajectory_learning_rate,
         calendar.in_step_size_window(run_calendar, t),
@@ -496,9 +499,15 @@ def _adapt(
     step_size = state.step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
+        acceptance = jnp.mean(state.particles.accept_prob)
+        if options.hmc:
+            harmonic = adaptation.harmonic_mean_acceptance(
+                state.particles.accept_prob, state.particles.diverging
+            )
+            acceptance = jnp.where(at_target, harmonic, acceptance)
         updated = adaptation.step_size_update(
             step_size,
-            jnp.mean(state.particles.accept_prob),
+            acceptance,
             options.target_accept_prob,
             options.adaptation_gain,
             window,

@@ -387,6 +387,148 @@ def breast_cancer_data() -> tuple[Array, Array]:
     return jnp.asarray(X, dtype=jnp.float32), jnp.asarray(y, dtype=jnp.int32)
 
 
+def stochastic_volatility_data(num_days: int = 100, seed: int = 0) -> np.ndarray:
+    """Synthetic daily returns for :func:`stochastic_volatility_model`: a
+    log-variance ``h`` that is AR(1) around ``mu = -1`` with persistence
+    ``phi = 0.95`` and shock scale ``sigma = 0.25``, started at its stationary
+    law, and ``y_t ~ N(0, exp(h_t))``, drawn with NumPy's ``default_rng(seed)``.
+    Returns ``y`` (num_days,) float32."""
+    rng = np.random.default_rng(seed)
+    mu, phi, sigma = -1.0, 0.95, 0.25
+    h = np.empty(num_days)
+    h[0] = mu + sigma / np.sqrt(1 - phi**2) * rng.normal()
+    for t in range(1, num_days):
+        h[t] = mu + phi * (h[t - 1] - mu) + sigma * rng.normal()
+    return (np.exp(h / 2) * rng.normal(size=num_days)).astype(np.float32)
+
+
+def stochastic_volatility_model(returns: Array, centred: bool = False) -> None:
+    """Stochastic volatility (Kim, Shephard, Chib 1998; the Stan manual's
+    model): ``d = T + 3`` latent scalars for ``T`` days.
+
+    mu ~ N(0, 2^2), persistence phi ~ U(-1, 1), shock_scale sigma ~ HalfNormal(1),
+    h_1 ~ N(mu, sigma^2 / (1 - phi^2)), h_t | h_{t-1} ~ N(mu + phi (h_{t-1} - mu),
+    sigma^2), returns_t ~ N(0, exp(h_t)). Non-centred (default): the latent
+    site is ``h_std``, the standardised shocks, and ``h`` is computed from
+    them; ``centred=True``: ``h`` itself is the latent site (a funnel between
+    ``h`` and ``shock_scale``).
+    """
+    num_days = returns.shape[0]
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    phi = numpyro.sample("persistence", dist.Uniform(-1.0, 1.0))
+    sigma = numpyro.sample("shock_scale", dist.HalfNormal(1.0))
+    scales = jnp.ones(num_days).at[0].set(1.0 / jnp.sqrt(1.0 - phi**2)) * sigma
+    if centred:
+        h = numpyro.sample(
+            "h", dist.ImproperUniform(constraints.real_vector, (), (num_days,))
+        )
+        previous = jnp.concatenate([jnp.atleast_1d(mu), h[:-1]])
+        shocks = (h - mu - phi * (previous - mu)) / scales
+        numpyro.factor("h_prior", jnp.sum(norm.logpdf(shocks) - jnp.log(scales)))
+    else:
+        shocks = numpyro.sample(
+            "h_std", dist.Normal(0.0, 1.0).expand([num_days]).to_event(1)
+        )
+
+        def ar1(previous, scaled_shock):
+            h = mu + phi * (previous - mu) + scaled_shock
+            return h, h
+
+        _, h = jax.lax.scan(ar1, mu, scales * shocks)
+    numpyro.sample("returns", dist.Normal(0.0, jnp.exp(h / 2)), obs=returns)
+
+
+def item_response_data(
+    num_students: int = 400, num_items: int = 100, seed: int = 0
+) -> np.ndarray:
+    """Synthetic right/wrong answers for :func:`item_response_model`:
+    abilities ~ N(0, 1), difficulties ~ N(0.5, 1), answers ~ Bernoulli(
+    sigmoid(ability - difficulty)), with NumPy's ``default_rng(seed)``. Returns
+    ``(num_students, num_items)`` int32."""
+    rng = np.random.default_rng(seed)
+    ability = rng.normal(size=(num_students, 1))
+    difficulty = 0.5 + rng.normal(size=num_items)
+    p = 1.0 / (1.0 + np.exp(difficulty - ability))
+    return (rng.uniform(size=p.shape) < p).astype(np.int32)
+
+
+def item_response_model(answers: Array) -> None:
+    """Rasch item-response model (Rasch 1960), difficulties non-centred:
+    ``d = students + items + 2`` latent scalars.
+
+    ability_j ~ N(0, 1), mean_difficulty ~ N(0, 5^2), difficulty_scale ~
+    HalfNormal(2), difficulty_std_k ~ N(0, 1), difficulty_k = mean_difficulty +
+    difficulty_scale difficulty_std_k, answers_jk ~ Bernoulli(sigmoid(ability_j -
+    difficulty_k)).
+    """
+    num_students, num_items = answers.shape
+    mean = numpyro.sample("mean_difficulty", dist.Normal(0.0, 5.0))
+    scale = numpyro.sample("difficulty_scale", dist.HalfNormal(2.0))
+    with numpyro.plate("students", num_students):
+        ability = numpyro.sample("ability", dist.Normal(0.0, 1.0))
+    with numpyro.plate("items", num_items):
+        difficulty_std = numpyro.sample("difficulty_std", dist.Normal(0.0, 1.0))
+    logits = ability[:, None] - (mean + scale * difficulty_std)
+    numpyro.sample("answers", dist.Bernoulli(logits=logits).to_event(2), obs=answers)
+
+
+def hierarchical_logistic_data(
+    num_groups: int = 5,
+    obs_per_group: int = 100,
+    num_predictors: int = 10,
+    correlation: float = 0.9,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic data for :func:`hierarchical_logistic_model`: predictors with
+    ``corr(X_i, X_j) = correlation^|i - j|``, group memberships one-hot,
+    coefficients ``N(mu, 0.5^2)`` around ``mu ~ N(0, 1)``, intercepts ``N(0,
+    1)``, with NumPy's ``default_rng(seed)``. Returns X ``(n, P)`` float32,
+    groups ``(n, G)`` float32 (one-hot) and y ``(n,)`` int32."""
+    rng = np.random.default_rng(seed)
+    lags = np.abs(
+        np.subtract.outer(np.arange(num_predictors), np.arange(num_predictors))
+    )
+    chol = np.linalg.cholesky(correlation**lags)
+    n = num_groups * obs_per_group
+    X = rng.normal(size=(n, num_predictors)) @ chol.T
+    groups = np.repeat(np.eye(num_groups), obs_per_group, axis=0)
+    coef = rng.normal(size=num_predictors) + 0.5 * rng.normal(
+        size=(num_groups, num_predictors)
+    )
+    logits = np.sum(X * (groups @ coef), 1) + groups @ rng.normal(size=num_groups)
+    y = rng.uniform(size=n) < 1.0 / (1.0 + np.exp(-logits))
+    return X.astype(np.float32), groups.astype(np.float32), y.astype(np.int32)
+
+
+def hierarchical_logistic_model(
+    X: Array, groups: Array, y: Array | None = None
+) -> None:
+    """Logistic regression with group-level coefficients, non-centred:
+    ``d = P + 1 + G P + G`` latent scalars (P predictors, G groups).
+
+    coef_mean_i ~ N(0, 1), coef_scale ~ HalfNormal(1), coef_std_gi ~ N(0, 1),
+    coef_gi = coef_mean_i + coef_scale coef_std_gi, intercept_g ~ N(0, 2^2),
+    y_n ~ Bernoulli(sigmoid(X_n coef_{g(n)} + intercept_{g(n)})), with
+    ``groups`` the one-hot memberships ``(n, G)``.
+    """
+    num_groups, num_predictors = groups.shape[1], X.shape[1]
+    mean = numpyro.sample(
+        "coef_mean", dist.Normal(0.0, 1.0).expand([num_predictors]).to_event(1)
+    )
+    scale = numpyro.sample("coef_scale", dist.HalfNormal(1.0))
+    coef_std = numpyro.sample(
+        "coef_std",
+        dist.Normal(0.0, 1.0).expand([num_groups, num_predictors]).to_event(2),
+    )
+    intercept = numpyro.sample(
+        "intercept", dist.Normal(0.0, 2.0).expand([num_groups]).to_event(1)
+    )
+    coef = groups @ (mean + scale * coef_std)
+    logits = jnp.sum(X * coef, -1) + groups @ intercept
+    with numpyro.plate("data", X.shape[0]):
+        numpyro.sample("y", dist.Bernoulli(logits=logits), obs=y)
+
+
 MIN_MODE_SHARE = 5e-4
 """modes_found counts a mode when it holds more than 0.05% of the samples: below
 the lightest weight of every mixture here (1/820 = 0.12% for the unequal

@@ -123,7 +123,7 @@ def test_chees_gradient_points_to_a_quarter_period(length, sign):
 
 
 def test_trajectory_update_ascends_and_averages_the_final_window():
-    state = adaptation.trajectory_init(0.1)
+    state = adaptation.trajectory_init(0.1, 3)
     for k in range(10):
         state = adaptation.trajectory_update(state, jnp.asarray(3.0), 0.05, k >= 5)
     # Adam without momentum on a constant gradient: a step of lr per update.
@@ -134,3 +134,32 @@ def test_trajectory_update_ascends_and_averages_the_final_window():
     )
     unchanged = adaptation.trajectory_update(state, jnp.asarray(jnp.nan), 0.05, False)
     np.testing.assert_allclose(unchanged.log_length, state.log_length)
+
+
+def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
+    accept = jnp.array([0.5, 1.0, 0.0, 0.25])
+    diverging = jnp.array([False, False, True, False])
+    # 1 / mean(2, 1, 4) over the three that did not diverge.
+    value = adaptation.harmonic_mean_acceptance(accept, diverging)
+    np.testing.assert_allclose(value, 3 / 7, rtol=1e-6)
+    # Far below the arithmetic mean (7 / 12) when a few accept little.
+    assert float(value) < float(jnp.mean(accept[~diverging]))
+    assert float(adaptation.harmonic_mean_acceptance(accept, ~diverging | True)) == 0
+
+
+def test_length_floor_is_a_quarter_period_of_the_widest_direction():
+    # Whitened population N(0, diag(4, 1, 1, 1, 1)) rotated: lambda_max = 4,
+    # floor pi sqrt(4) = 2 pi. The top sample eigenvalue of n = 4096 draws has
+    # sd about 4 sqrt(2 / n) = 0.088; 5 of them (0.44) move the floor by at
+    # most pi (sqrt(4.44) - 2) = 0.34. Power iteration converges as (1/4)^k.
+    key_x, key_q = jax.random.split(jax.random.PRNGKey(3))
+    q, _ = jnp.linalg.qr(jax.random.normal(key_q, (5, 5)))
+    x = jax.random.normal(key_x, (4096, 5)) * jnp.array([2.0, 1, 1, 1, 1]) @ q.T
+    state = adaptation.trajectory_init(1.0, 5)
+    assert float(adaptation.trajectory_length(state)) == pytest.approx(1.0)
+    floored = adaptation.length_floor(state, x)
+    assert abs(float(floored.floor) - 2 * np.pi) < 0.34
+    np.testing.assert_allclose(jnp.abs(floored.direction @ q[:, 0]), 1.0, atol=1e-3)
+    assert float(adaptation.trajectory_length(floored)) == float(floored.floor)
+    longer = floored._replace(log_length=jnp.log(10.0))
+    assert float(adaptation.trajectory_length(longer)) == pytest.approx(10.0)

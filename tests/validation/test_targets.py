@@ -29,6 +29,10 @@ from numpyro_dilation.validation.targets import (
     forty_mode_mixture,
     funnel,
     gaussian_mixture,
+    hierarchical_logistic_data,
+    hierarchical_logistic_model,
+    item_response_data,
+    item_response_model,
     lgcp_data,
     lgcp_model,
     lgcp_model_noncentred,
@@ -41,6 +45,8 @@ from numpyro_dilation.validation.targets import (
     modes_found,
     nearest_mode,
     right_well_share,
+    stochastic_volatility_data,
+    stochastic_volatility_model,
     two_unequal_modes,
 )
 
@@ -467,3 +473,85 @@ def test_lgcp_noncentred_is_the_same_posterior():
     )
     log_det = jnp.sum(jnp.log(jnp.diag(chol)))
     np.testing.assert_allclose(centred, noncentred - log_det, rtol=1e-5)
+
+
+def test_stochastic_volatility_centred_is_the_same_posterior():
+    # h = mu + AR(1) of the scaled shocks: h_std -> h is triangular with
+    # diagonal (sigma / sqrt(1 - phi^2), sigma, ..., sigma), so log p_centred(h) =
+    # log p_noncentred(h_std) - sum log(scales), exactly, at any point.
+    returns = stochastic_volatility_data(num_days=30, seed=1)
+    assert returns.shape == (30,) and np.all(np.isfinite(returns))
+    mu, phi, sigma = -0.7, 0.8, 0.3
+    h_std = jax.random.normal(jax.random.PRNGKey(2), (30,))
+    h, previous = [], mu
+    for t in range(30):
+        scale = sigma / math.sqrt(1 - phi**2) if t == 0 else sigma
+        previous = mu + phi * (previous - mu) + scale * float(h_std[t])
+        h.append(previous)
+    hyper = {"mu": mu, "persistence": phi, "shock_scale": sigma}
+    noncentred, trace = log_density(
+        stochastic_volatility_model, (returns,), {}, {**hyper, "h_std": h_std}
+    )
+    centred, _ = log_density(
+        stochastic_volatility_model,
+        (returns, True),
+        {},
+        {**hyper, "h": jnp.asarray(h)},
+    )
+    log_det = math.log(sigma / math.sqrt(1 - phi**2)) + 29 * math.log(sigma)
+    np.testing.assert_allclose(centred, noncentred - log_det, rtol=1e-5)
+    # The returns' likelihood is at the computed h: N(0, exp(h)).
+    np.testing.assert_allclose(
+        trace["returns"]["fn"].scale, np.exp(np.asarray(h) / 2), rtol=1e-5
+    )
+
+
+def test_item_response_log_density_by_hand():
+    answers = item_response_data(num_students=40, num_items=10, seed=3)
+    assert answers.shape == (40, 10) and set(np.unique(answers)) <= {0, 1}
+    rng = np.random.default_rng(4)
+    params = {
+        "mean_difficulty": 0.3,
+        "difficulty_scale": 1.7,
+        "ability": rng.normal(size=40),
+        "difficulty_std": rng.normal(size=10),
+    }
+    value, _ = log_density(item_response_model, (answers,), {}, params)
+    logits = params["ability"][:, None] - (0.3 + 1.7 * params["difficulty_std"])
+    expected = (
+        np.sum(answers * logits - np.logaddexp(0, logits))
+        + stats.norm.logpdf(0.3, 0, 5)
+        + stats.halfnorm.logpdf(1.7, scale=2)
+        + np.sum(stats.norm.logpdf(params["ability"]))
+        + np.sum(stats.norm.logpdf(params["difficulty_std"]))
+    )
+    assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_hierarchical_logistic_data_and_log_density_by_hand():
+    X, groups, y = hierarchical_logistic_data(seed=0)
+    assert X.shape == (500, 10) and groups.shape == (500, 5) and y.shape == (500,)
+    np.testing.assert_array_equal(groups.sum(1), 1.0)
+    # Neighbouring predictors correlate 0.9: the estimate from n = 500 rows
+    # has standard error about (1 - 0.9^2) / sqrt(500) = 0.0085; 5 se.
+    corr = np.corrcoef(X.T)
+    assert np.all(np.abs(np.diag(corr, 1) - 0.9) < 5 * 0.0085)
+    rng = np.random.default_rng(5)
+    params = {
+        "coef_mean": rng.normal(size=10),
+        "coef_scale": 0.4,
+        "coef_std": rng.normal(size=(5, 10)),
+        "intercept": rng.normal(size=5),
+    }
+    value, _ = log_density(hierarchical_logistic_model, (X, groups, y), {}, params)
+    coef = params["coef_mean"] + 0.4 * params["coef_std"]
+    g = groups.argmax(1)
+    logits = np.sum(X * coef[g], 1) + params["intercept"][g]
+    expected = (
+        np.sum(y * logits - np.logaddexp(0, logits))
+        + np.sum(stats.norm.logpdf(params["coef_mean"]))
+        + stats.halfnorm.logpdf(0.4)
+        + np.sum(stats.norm.logpdf(params["coef_std"]))
+        + np.sum(stats.norm.logpdf(params["intercept"], 0, 2))
+    )
+    assert float(value) == pytest.approx(expected, rel=1e-5)
