@@ -3,6 +3,7 @@ curved and real posteriors of 2 to 502 dimensions.
 
     python benchmarks/hmc.py [--targets spread,banana,...] [--particles 1024]
         [--reference benchmarks/results/hmc_reference.json] [--no-chees]
+        [--dk-steps mala,hmc]
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
 particles; NUTS 4 chains of 500 + 1000), same seed: NUTS,
@@ -36,7 +37,7 @@ unless said):
   predictors correlated 0.9, d = 66); ``eight_schools``; ``logistic``:
   ``targets.logistic_regression_model`` (20000 x 50, d = 51). Against a long
   NUTS run (4 chains of 1000 + 5000), kept in the ``--reference`` JSON file
-  and computed when missing from it.
+  and computed when missing from it. ``irt`` runs only when named.
 """
 
 import argparse
@@ -280,10 +281,18 @@ def _warns(messages):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", default=",".join(EXACT + MODELS))
+    # The item-response model only on request: its HMC run does not finish in
+    # 20 minutes on 2 cores (docs/known-issues.md).
+    default = [t for t in EXACT + MODELS if t != "irt"]
+    parser.add_argument("--targets", default=",".join(default))
     parser.add_argument("--particles", type=int, default=1024)
     parser.add_argument("--reference", type=Path, default=REFERENCE)
     parser.add_argument("--no-chees", action="store_true")
+    parser.add_argument(
+        "--dk-steps",
+        default="mala,hmc",
+        help="the DilationKernel moves to run (NUTS always runs: the yardstick)",
+    )
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
     if not args.no_chees:
@@ -306,11 +315,9 @@ def main() -> None:
                 stored[name] = {k: v.tolist() for k, v in ref.items()}
                 args.reference.write_text(json.dumps(stored))
             exact = stored[name]
-        runs = {
-            "NUTS": Run(NUTS(model, init_strategy=init), num_samples=1000),
-            "DK mala": DilationKernel(model, init_strategy=init),
-            "DK hmc": DilationKernel(model, step="hmc", init_strategy=init),
-        }
+        runs = {"NUTS": Run(NUTS(model, init_strategy=init), num_samples=1000)}
+        for step in args.dk_steps.split(","):
+            runs[f"DK {step}"] = DilationKernel(model, step=step, init_strategy=init)
         rows = {}
         for run, kernel in runs.items():
             rows[run] = dilation_or_nuts(run, kernel, model, model_args, args.particles)
