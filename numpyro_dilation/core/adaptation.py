@@ -45,6 +45,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import DTypeLike
 
 __all__ = [
     "StepSizeState",
@@ -158,7 +159,9 @@ class TrajectoryState(NamedTuple):
     direction: Array
 
 
-def trajectory_init(length: Array, dim: int, dtype=jnp.float32) -> TrajectoryState:
+def trajectory_init(
+    length: Array, dim: int, dtype: DTypeLike = jnp.float32
+) -> TrajectoryState:
     """``log T_0 = log length``, Adam's moment at 0, an empty final window, no
     floor yet, and the power iteration's start ``(1, ..., 1) / sqrt(dim)``."""
     zero, count = jnp.zeros(()), jnp.zeros((), int)
