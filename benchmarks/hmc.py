@@ -143,18 +143,29 @@ def summary(x):
     return {"mean": x.mean((0, 1)), "sd": sd, "mcse": sd / np.sqrt(ess)}
 
 
-def reference_run(model, model_args, seed=1):
-    """A long NUTS run (4 chains of 1000 + 5000): its :func:`summary`."""
+def mcmc_draws(kernel, model_args, num_warmup, num_samples, num_chains, seed):
+    """``MCMC(kernel, chain_method="vectorized")`` run from ``PRNGKey(seed)``:
+    its draws ``{site: (chain, draw, ...)}``."""
     mcmc = MCMC(
-        NUTS(model),
-        num_warmup=1000,
-        num_samples=5000,
-        num_chains=4,
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
         chain_method="vectorized",
         progress_bar=False,
     )
     mcmc.run(jax.random.PRNGKey(seed), *model_args)
-    return summary(flat(mcmc.get_samples(group_by_chain=True)))
+    return {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+
+
+def reference_draws(model, model_args):
+    """The long NUTS reference run: 4 chains of 1000 + 5000, seed 1."""
+    return mcmc_draws(NUTS(model), model_args, 1000, 5000, 4, 1)
+
+
+def reference_run(model, model_args):
+    """:func:`summary` of :func:`reference_draws`."""
+    return summary(flat(reference_draws(model, model_args)))
 
 
 def answer(x, ref):
@@ -165,10 +176,35 @@ def answer(x, ref):
     return float(z.max()), float(np.max(np.abs(s["sd"] / np.asarray(ref["sd"]) - 1)))
 
 
-def _posterior(idata):
+def posterior_draws(idata):
+    """A converted run's posterior as ``(chain, draw, coordinates)`` (:func:`flat`)."""
     post = idata["posterior"]
     names = post.data_vars if hasattr(post, "data_vars") else post
-    return {k: np.asarray(post[k].values) for k in names}
+    return flat({k: post[k].values for k in names})
+
+
+def side_by_side(model, model_args, kernels, particles):
+    """``compare`` at the defaults (500 warmup + 200 draws, same seed): its table
+    and each run's draws, flat (draws, coordinates)."""
+    comparison = compare(
+        model,
+        *model_args,
+        kernels=kernels,
+        num_warmup=500,
+        num_samples=200,
+        num_particles=particles,
+    )
+    draws = {}
+    for run, idata in comparison.idata.items():
+        x = posterior_draws(idata)
+        draws[run] = x.reshape(-1, x.shape[-1])
+    return comparison.table, draws
+
+
+def answer_errors(x, mean, sd):
+    """The largest |mean error| in sds and the largest |sd / sd_true - 1| of
+    draws ``x`` (draws, coordinates)."""
+    return np.max(np.abs(x.mean(0) - mean) / sd), np.max(np.abs(x.std(0) / sd - 1.0))
 
 
 def _ess_bulk_min(posterior):
@@ -182,7 +218,8 @@ def _ess_bulk_min(posterior):
 
 
 def dilation_or_nuts(name, kernel, model, model_args, particles):
-    """One ``compare`` run: its table row, draws and DilationWarnings."""
+    """One ``compare`` run: its table row, draws ``(chain, draw, coordinates)``
+    and DilationWarnings."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DilationWarning)
         comparison = compare(
@@ -198,12 +235,12 @@ def dilation_or_nuts(name, kernel, model, model_args, particles):
     row = comparison.table.loc[name]
     out = {k: float(row[k]) for k in ("time_s", "compile_s", "gradients")}
     out["ess"] = float(row["ess_bulk_min"])
-    return out, _posterior(comparison.idata[name]), messages
+    return out, posterior_draws(comparison.idata[name]), messages
 
 
 def chees(model, model_args, init, chains, seed=0):
     """BlackJAX's ChEES-HMC, 500 + 200, ``chains`` chains started by ``init``:
-    its row and constrained draws."""
+    its row and constrained draws ``(chain, draw, coordinates)``."""
     import blackjax
     import optax
     from jax.flatten_util import ravel_pytree
@@ -258,7 +295,7 @@ def chees(model, model_args, init, chains, seed=0):
         "gradients": float(gradients),
         "ess": _ess_bulk_min(posterior),
     }
-    return out, posterior
+    return out, flat(posterior)
 
 
 _WARNINGS = {
@@ -322,11 +359,11 @@ def main() -> None:
         for run, kernel in runs.items():
             rows[run] = dilation_or_nuts(run, kernel, model, model_args, args.particles)
         if not args.no_chees:
-            row, posterior = chees(model, model_args, init, args.particles)
-            rows["ChEES (BlackJAX)"] = (row, posterior, [])
+            row, x = chees(model, model_args, init, args.particles)
+            rows["ChEES (BlackJAX)"] = (row, x, [])
         nuts = rows["NUTS"][0]
-        for i, (run, (row, posterior, messages)) in enumerate(rows.items()):
-            err, sd_err = answer(flat(posterior), exact)
+        for i, (run, (row, x, messages)) in enumerate(rows.items()):
+            err, sd_err = answer(x, exact)
             per_grad = (row["ess"] / row["gradients"]) / (
                 nuts["ess"] / nuts["gradients"]
             )

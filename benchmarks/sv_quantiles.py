@@ -5,7 +5,8 @@
 The sd of ``mu`` (the mean log-variance) is a fragile statistic on
 ``targets.stochastic_volatility_model`` (100 days): with the persistence near
 1, ``mu`` is barely identified and heavy-tailed. This script runs NUTS (4
-chains of 1000 + 5000, seed 1: the reference of ``benchmarks/hmc.py``) and
+chains of 1000 + 5000, seed 1: ``hmc.reference_draws``, the reference of
+``benchmarks/hmc.py``) and
 ``DilationKernel`` with ``step="hmc"`` and ``step="mala"`` (1024 particles,
 500 + 200, seed 0), and prints for ``mu``, ``persistence`` and ``shock_scale``
 each sampler's sd and its share of draws below the reference's 1, 5, 25, 50,
@@ -13,9 +14,8 @@ each sampler's sd and its share of draws below the reference's 1, 5, 25, 50,
 error).
 """
 
-import jax
 import numpy as np
-from numpyro.infer import MCMC, NUTS
+from hmc import mcmc_draws, reference_draws  # the script's folder is on sys.path
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.validation import targets
@@ -24,35 +24,24 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 SITES = ("mu", "persistence", "shock_scale")
 
 
-def draws(kernel, num_warmup, num_samples, num_chains, seed, returns):
-    """The run's draws of every site, flat over chains."""
-    mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    mcmc.run(jax.random.PRNGKey(seed), returns)
-    return {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
-
-
 def main() -> None:
     model = targets.stochastic_volatility_model
     returns = targets.stochastic_volatility_data()
-    reference = draws(NUTS(model), 1000, 5000, 4, 1, returns)
+    reference = reference_draws(model, (returns,))
     runs = {
-        step: draws(DilationKernel(model, step=step), 500, 200, 1024, 0, returns)
+        step: mcmc_draws(
+            DilationKernel(model, step=step), (returns,), 500, 200, 1024, 0
+        )
         for step in ("hmc", "mala")
     }
     for site in SITES:
-        ref = reference[site]
+        ref = reference[site].ravel()
         cuts = np.quantile(ref, QUANTILES)
         print(f"{site}: reference sd {ref.std():.3f}, quantiles {np.round(cuts, 3)}")
         for step, run in runs.items():
-            shares = [np.mean(run[site] <= c) for c in cuts]
-            print(f"  {step}: sd {run[site].std():.3f}, below {np.round(shares, 3)}")
+            x = run[site].ravel()
+            shares = [np.mean(x <= c) for c in cuts]
+            print(f"  {step}: sd {x.std():.3f}, below {np.round(shares, 3)}")
 
 
 if __name__ == "__main__":
