@@ -3,7 +3,8 @@
     python benchmarks/distributed.py communication [--particles 512,2048,8192]
         [--dims 4,32]
     python benchmarks/distributed.py scaling [--processes 1,2,4]
-        [--particles-per-process 2048] [--dim 32] [--iterations 100] [--pin]
+        [--particles-per-process 2048] [--dim 32] [--iterations 100]
+        [--repeats 5] [--pin]
 
 ``communication``: in one process with 4 forced CPU devices (the programs are
 those of 4 processes with one device each: XLA partitions over devices, not
@@ -26,8 +27,11 @@ with a dense precision matrix, so a gradient is a matrix-vector product) is
 split over them, and each times a compiled loop of ``--iterations`` warmup
 iterations and then of sampling iterations, after two untimed calls: the first
 compiles, and the first runs of the collectives between processes are slow
-(hundreds of ms per iteration here, while gloo sets up its connections).
-Printed: iterations per second, for the same total particles (strong scaling)
+(hundreds of ms per iteration here, while gloo sets up its connections). The
+loop then runs ``--repeats`` times from the same state (the same iterations:
+200-299 of a 2000-iteration warmup, annealing with one mode fit, as in a
+500-iteration warmup's first half, which has one per 83), and the median time
+counts. Printed: iterations per second, for the same total particles (strong scaling)
 and for the same particles per process (weak scaling), against one process in
 the same run. With ``--pin`` each process runs on one core of its own
 (``sched_setaffinity``, process ``i`` on core ``i mod cores``): weak scaling
@@ -168,9 +172,12 @@ def _worker(args):
         run = loop(program)
         for _ in range(2):  # compiles, then runs every collective once
             state, key = jax.block_until_ready(run(state, key))
-        start = time.perf_counter()
-        state, key = jax.block_until_ready(run(state, key))
-        rates.append(args.iterations / (time.perf_counter() - start))
+        seconds = []
+        for _ in range(args.repeats):  # the same iterations each time
+            start = time.perf_counter()
+            jax.block_until_ready(run(state, key))
+            seconds.append(time.perf_counter() - start)
+        rates.append(args.iterations / sorted(seconds)[len(seconds) // 2])
     if jax.process_index() == 0:
         print(f"RESULT {num_particles} {rates[0]:.2f} {rates[1]:.2f}")
 
@@ -181,6 +188,7 @@ def scaling(args):
     def measure(processes, extra):
         command = [sys.executable, __file__, _WORKER, "--dim", str(args.dim)]
         command += ["--iterations", str(args.iterations), *extra]
+        command += ["--repeats", str(args.repeats)]
         command += ["--pin"] if args.pin else []
         out = distributed.launch(command, processes, 1, timeout=1800)[0].stdout
         line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
@@ -227,6 +235,7 @@ def main():
     parser.add_argument("--particles-per-process", type=int, default=2048)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--pin", action="store_true", help="each process on one core of its own"
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = r"""
-import json, warnings
+import json, re, warnings
 import jax
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp
@@ -77,10 +77,9 @@ out = {
 
 # shard_particles: the particles split, the rest replicated, also the modes,
 # whose leading axis (min(max_modes, n) = 8) has as many entries as particles.
-sharding = particle_sharding(8)
 fn = jax.value_and_grad(lambda x: -jnp.sum(x**2))
 state = core.init(jnp.zeros((8, 3)), fn, core.build_calendar(10))
-placed = shard_particles(state, sharding)
+placed = shard_particles(state, particle_sharding(8))
 out["helper"] = [
     placed.particles.position.sharding.is_fully_replicated,
     placed.inv_mass.sharding.is_fully_replicated,
@@ -104,6 +103,26 @@ try:
     out["uneven_error"] = None
 except ValueError as err:
     out["uneven_error"] = str(err)
+
+# A mode fit on a split population: reductions only, nothing of the
+# population's size gathered (k-means++ seeds by Gumbel-max and a masked sum).
+from numpyro_dilation.core.multimodal import modes
+
+x = jax.random.normal(jax.random.PRNGKey(2), (64, 3))
+x = jax.device_put(x, particle_sharding(64))
+x = x + 4.0 * jnp.sign(x[:, :1])
+logdensity = -0.5 * jnp.sum(x**2, axis=1)
+fit = jax.jit(lambda k, x, ld: modes.find_modes(k, x, ld, fn, 8)[1])
+compiled = fit.lower(jax.random.PRNGKey(3), x, logdensity).compile().as_text()
+out["mode_fit_gathered"] = [
+    shape
+    for shape in re.findall(r"= ([^ ]+) all-gather", compiled)
+    if re.search(r"[\[,]64[\],]", shape)
+]
+out["mode_fit_labels_diff"] = max_diff(
+    fit(jax.random.PRNGKey(3), x, logdensity),
+    fit(jax.random.PRNGKey(3), jax.device_get(x), jax.device_get(logdensity)),
+)
 print("RESULT " + json.dumps(out))
 """
 
@@ -161,3 +180,10 @@ def test_uneven_split_warns_or_raises(four_devices):
     assert len(four_devices["uneven_warning"]) == 1
     assert "multiple of 4" in four_devices["uneven_warning"][0]
     assert "shard_particles=True" in four_devices["uneven_error"]
+
+
+def test_a_mode_fit_reduces_and_gathers_nothing_particle_sized(four_devices):
+    # Indexing a split population (x[i]) gathers all of it on every device;
+    # the mode fit's k-means seeding picks its rows by reductions instead.
+    assert four_devices["mode_fit_gathered"] == []
+    assert four_devices["mode_fit_labels_diff"] == 0

@@ -27,6 +27,7 @@ __all__ = [
     "sample",
     "fit",
     "map_particles",
+    "pick_row",
 ]
 
 BATCH_ELEMENTS = 2**22
@@ -77,6 +78,16 @@ def sample(key: Array, mixture: GaussianMixture) -> Array:
     key_u, key_z = jax.random.split(key)
     z = jax.random.normal(key_z, mixture.means.shape[1:], mixture.means.dtype)
     return transform(mixture, jax.random.uniform(key_u, dtype=z.dtype), z)
+
+
+def pick_row(x: Array, index: Array) -> Array:
+    """``x[index]`` as a masked sum over the leading (particle) axis.
+
+    A reduction: on a population split over devices or processes it costs an
+    all-reduce of one row, where indexing gathers the whole array.
+    """
+    mask = jnp.arange(x.shape[0]) == index
+    return jnp.sum(jnp.where(mask.reshape(-1, *(1,) * (x.ndim - 1)), x, 0), axis=0)
 
 
 def map_particles(fn: Callable, *xs, num_components: int = 1):

@@ -38,7 +38,11 @@ import jax.numpy as jnp
 from jax import Array
 
 from numpyro_dilation.core.multimodal import mixture_fit
-from numpyro_dilation.core.multimodal.mixture_fit import GaussianMixture, map_particles
+from numpyro_dilation.core.multimodal.mixture_fit import (
+    GaussianMixture,
+    map_particles,
+    pick_row,
+)
 
 __all__ = [
     "Modes",
@@ -125,7 +129,12 @@ def kmeans(
 ) -> tuple[Array, Array]:
     """k-means++ seeding then ``num_iters`` Lloyd iterations; returns labels, centres.
 
-    Cost ``O(n K d)`` per iteration, memory ``O(n + K d)`` plus one chunk.
+    Each seed is drawn with probability ``D(x_i)^2 / sum_j D(x_j)^2``
+    (``D`` the distance to the nearest seed so far) by the Gumbel-max trick,
+    ``argmax_i (log D(x_i)^2 + G_i)`` with ``G_i`` standard Gumbel, and read by
+    ``pick_row``: reductions over the particles, so a population split over
+    devices or processes is never gathered. Cost ``O(n K d)`` per iteration,
+    memory ``O(n + K d)`` plus one chunk.
     """
     n = x.shape[0]
     k = min(num_clusters, n)
@@ -135,20 +144,16 @@ def kmeans(
             lambda xi: jnp.argmin(_sq_distances(xi, centres)), x, num_components=k
         )
 
-    u = jax.random.uniform(key, (k,), x.dtype)
-
     def seed(i, carry):
         centres, d2 = carry
-        cdf = jnp.cumsum(d2)
-        pick = jnp.minimum(jnp.searchsorted(cdf, u[i] * cdf[-1]), n - 1)
-        pick = jnp.where(cdf[-1] > 0, pick, 0)
-        d2 = jnp.minimum(d2, jnp.sum((x - x[pick]) ** 2, axis=-1))
-        return centres.at[i].set(x[pick]), d2
+        gumbel = jax.random.gumbel(jax.random.fold_in(key, i), (n,), x.dtype)
+        centre = pick_row(x, jnp.argmax(jnp.log(d2) + gumbel))
+        d2 = jnp.minimum(d2, jnp.sum((x - centre) ** 2, axis=-1))
+        return centres.at[i].set(centre), d2
 
-    first = x[jnp.minimum((u[0] * n).astype(int), n - 1)]
-    centres = jnp.zeros((k, x.shape[1]), x.dtype).at[0].set(first)
-    d2 = jnp.sum((x - first) ** 2, axis=-1)
-    centres, _ = jax.lax.fori_loop(1, k, seed, (centres, d2))
+    d2 = jnp.ones(n, x.dtype)  # the first seed: uniform over the particles
+    centres = jnp.zeros((k, x.shape[1]), x.dtype)
+    centres, _ = jax.lax.fori_loop(0, k, seed, (centres, d2))
 
     def lloyd(_, centres):
         labels = nearest(centres)

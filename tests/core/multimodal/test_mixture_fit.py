@@ -85,3 +85,10 @@ def test_map_particles_chunks_give_the_vmap_result(monkeypatch):
         chunked = gm.map_particles(fn, x, num_components=3)
         for a, b in zip(chunked, expected, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_pick_row_is_indexing():
+    x = jax.random.normal(jax.random.PRNGKey(0), (7, 3, 2))
+    for i in range(7):
+        np.testing.assert_array_equal(gm.pick_row(x, i), x[i])
+    np.testing.assert_array_equal(gm.pick_row(x[:, 0, 0], 4), x[4, 0, 0])
