@@ -1,7 +1,7 @@
 """Local (per-particle, exact) step sizes against the shared step and NUTS.
 
     python benchmarks/local_step.py [--particles 1024]
-        [--targets funnel10,funnel50,eight_schools,breast_cancer]
+        [--targets funnel10,funnel50,eight_schools,breast_cancer,eight_schools_centred]
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
 particles; NUTS 4 chains of 500 + 1000), same seed, through
@@ -14,7 +14,14 @@ against NUTS's and against the shared step's in the same run, and the answer:
 on Neal's funnel (``targets.funnel``) the sd of x0 (exact 3) and P(x0 < -3)
 (exact 0.1587); elsewhere the largest |mean error| in sds and |sd ratio - 1|
 against NUTS's draws (eight schools non-centred, the breast-cancer logistic
-regression: targets where one shared step suffices).
+regression: targets where one shared step suffices). ``eight_schools_centred``
+(``targets.eight_schools_funnel_model``, tau ~ HalfCauchy(5), centred) is read
+by tau's posterior against a long NUTS run on the non-centred model
+(``hmc.reference_draws``): the share of draws below the reference's median and
+90% quantile (0.5 and 0.9 if they agree), P(tau < 1) against the reference's,
+each with its Monte Carlo standard error ``sqrt(p (1 - p) / ESS)`` (ESS the
+run's smallest bulk ESS, the reference's own for its P), and the share of
+divergent draws.
 """
 
 import argparse
@@ -22,7 +29,13 @@ import argparse
 import jax
 import numpy as np
 import numpyro
-from hmc import answer_errors, side_by_side  # the script's folder is on sys.path
+from hmc import (  # the script's folder is on sys.path
+    answer_errors,
+    effective_sample_size,
+    flat,
+    reference_draws,
+    side_by_side,
+)
 from numpyro.infer import NUTS
 
 from numpyro_dilation import DilationKernel
@@ -38,13 +51,43 @@ def _target(name):
         return targets.eight_schools_model, (), False
     if name == "breast_cancer":
         return targets.logistic_regression_model, targets.breast_cancer_data(), False
+    if name == "eight_schools_centred":
+        return targets.eight_schools_funnel_model, (), False
     raise ValueError(f"unknown target {name!r}")
+
+
+TAU = 1  # tau's column in the flat draws (sites sorted: mu, tau, theta)
+
+
+def _tau_reference():
+    """tau's draws ``(chain, draw)`` from the long NUTS run on the non-centred
+    eight schools."""
+    args = (targets.EIGHT_SCHOOLS_Y, targets.EIGHT_SCHOOLS_SIGMA, False)
+    return flat(reference_draws(targets.eight_schools_funnel_model, args))[..., TAU]
+
+
+def _tau_answer(tau, ess, reference, divergent_share):
+    """tau's quantiles and P(tau < 1) against the reference (module docstring)."""
+    ref_ess = float(
+        effective_sample_size((reference[..., None] < 1.0).astype(float))[0]
+    )
+    reference = reference.ravel()
+    parts = []
+    for label, level in (("median", 0.5), ("q90", 0.9)):
+        share = np.mean(tau < np.quantile(reference, level))
+        se = np.sqrt(level * (1 - level) / ess)
+        parts.append(f"below ref {label} {share:.3f} ({level} +- {se:.3f})")
+    p, p_ref = np.mean(tau < 1.0), np.mean(reference < 1.0)
+    se, se_ref = np.sqrt(p * (1 - p) / ess), np.sqrt(p_ref * (1 - p_ref) / ref_ess)
+    parts.append(f"P(tau < 1) {p:.3f} +- {se:.3f} (ref {p_ref:.3f} +- {se_ref:.3f})")
+    return ", ".join(parts) + f", divergent {100 * divergent_share:.2f}%"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--targets", default="funnel10,funnel50,eight_schools,breast_cancer"
+        "--targets",
+        default="funnel10,funnel50,eight_schools,breast_cancer,eight_schools_centred",
     )
     parser.add_argument("--particles", type=int, default=1024)
     args = parser.parse_args()
@@ -59,13 +102,22 @@ def main() -> None:
             "local hmc": DilationKernel(model, step="hmc", step_size_selection="local"),
         }
         table, draws = side_by_side(model, model_args, kernels, args.particles)
+        tau_reference = _tau_reference() if name == "eight_schools_centred" else None
         print(f"\n{name}:")
         for run, x in draws.items():
             row = table.loc[run]
             per_grad = row["ess_per_grad"]
             versus_nuts = per_grad / table.loc["NUTS", "ess_per_grad"]
             versus_shared = per_grad / table.loc["shared", "ess_per_grad"]
-            if is_funnel:
+            if tau_reference is not None:
+                draws_total = (4 * 1000) if run == "NUTS" else args.particles * 200
+                answer = _tau_answer(
+                    x[:, TAU],
+                    row["ess_bulk_min"],
+                    tau_reference,
+                    row["divergences"] / draws_total,
+                )
+            elif is_funnel:
                 answer = (
                     f"sd x0 {x[:, 0].std():.3f} (3), P(x0 < -3) "
                     f"{np.mean(x[:, 0] < -3):.4f} (0.1587)"

@@ -287,6 +287,31 @@ def eight_schools_model(
         numpyro.sample("y", dist.Normal(loc, sigma), obs=y)
 
 
+def eight_schools_funnel_model(
+    y: Array | None = EIGHT_SCHOOLS_Y,
+    sigma: Array = EIGHT_SCHOOLS_SIGMA,
+    centred: bool = True,
+) -> None:
+    """Eight schools as in NumPyro's and Stan's documentation (Rubin 1981;
+    Gelman et al., BDA3 5.5), whose group scale reaches zero: mu ~ N(0, 5^2),
+    tau ~ HalfCauchy(5), theta_j ~ N(mu, tau^2), y_j ~ N(theta_j, sigma_j^2).
+    ``centred=True`` (default): ``theta`` is the latent site, a funnel between
+    ``theta`` and ``tau`` that NUTS reports with divergences; ``False``: the
+    latent site is ``theta_std``, ``theta = mu + tau theta_std``, the same
+    posterior. (:func:`eight_schools_model` is inference-gym's version, whose
+    log-normal prior keeps the scale away from zero.)
+    """
+    mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
+    tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
+    with numpyro.plate("schools", len(sigma)):
+        if centred:
+            theta = numpyro.sample("theta", dist.Normal(mu, tau))
+        else:
+            theta_std = numpyro.sample("theta_std", dist.Normal(0.0, 1.0))
+            theta = mu + tau * theta_std
+        numpyro.sample("y", dist.Normal(theta, sigma), obs=y)
+
+
 def lgcp_data(side: int = 10, seed: int = 0) -> tuple[Array, Array]:
     """Synthetic counts for :func:`lgcp_model` on a ``side x side`` grid of the
     unit square: the cell centres ``(side**2, 2)`` and Poisson counts drawn from

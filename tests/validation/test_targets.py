@@ -25,6 +25,7 @@ from numpyro_dilation.validation.targets import (
     as_numpyro_model,
     asymmetric_mixture,
     breast_cancer_data,
+    eight_schools_funnel_model,
     eight_schools_model,
     forty_mode_mixture,
     funnel,
@@ -555,3 +556,31 @@ def test_hierarchical_logistic_data_and_log_density_by_hand():
         + np.sum(stats.norm.logpdf(params["intercept"], 0, 2))
     )
     assert float(value) == pytest.approx(expected, rel=1e-5)
+
+
+def test_eight_schools_funnel_centred_is_the_same_posterior():
+    # theta = mu + tau theta_std, Jacobian tau per school: log p_centred(theta) =
+    # log p_noncentred(theta_std) - 8 log tau, exactly, at any point; and the
+    # centred density by hand.
+    mu, tau = 1.5, 0.3
+    theta_std = jax.random.normal(jax.random.PRNGKey(3), (8,))
+    theta = mu + tau * theta_std
+    hyper = {"mu": mu, "tau": tau}
+    centred, _ = log_density(
+        eight_schools_funnel_model, (), {}, {**hyper, "theta": theta}
+    )
+    noncentred, _ = log_density(
+        eight_schools_funnel_model,
+        (),
+        {"centred": False},
+        {**hyper, "theta_std": theta_std},
+    )
+    np.testing.assert_allclose(centred, noncentred - 8 * math.log(tau), rtol=1e-5)
+    y, sigma = np.asarray(EIGHT_SCHOOLS_Y), np.asarray(EIGHT_SCHOOLS_SIGMA)
+    by_hand = (
+        stats.norm.logpdf(mu, 0, 5)
+        + stats.halfcauchy.logpdf(tau, scale=5)
+        + stats.norm.logpdf(np.asarray(theta), mu, tau).sum()
+        + stats.norm.logpdf(y, np.asarray(theta), sigma).sum()
+    )
+    np.testing.assert_allclose(centred, by_hand, rtol=1e-5)
