@@ -5,6 +5,7 @@
     python benchmarks/distributed.py scaling [--processes 1,2,4]
         [--particles-per-process 2048] [--dim 32] [--iterations 100]
         [--repeats 5] [--pin]
+    python benchmarks/distributed.py collectives [--processes 2]
 
 ``communication``: in one process with 4 forced CPU devices (the programs are
 those of 4 processes with one device each: XLA partitions over devices, not
@@ -41,6 +42,12 @@ particles per process (weak scaling), against one process in the same run. With
 process ``i`` on core ``i mod cores``): weak scaling then measures what the
 processes cost each other, where unpinned processes also share the cores that
 one process's threads used alone.
+
+``collectives``: P processes (the last of ``--processes``) of one pinned CPU
+device each time a compiled chain of 100 dependent all-reduces of 1, 2, 4, 32
+and 256 floats (sums over a population split between them); printed:
+milliseconds per all-reduce, the latency that each of a warmup iteration's
+reductions pays between processes.
 """
 
 import argparse
@@ -197,6 +204,54 @@ def _worker(args):
         print("RESULT", num_particles, *(f"{rate:.2f}" for rate in rates))
 
 
+def _collectives_worker(args):
+    from numpyro_dilation import distributed
+
+    process_id = int(os.environ[distributed.ENV_PROCESS_ID])
+    os.sched_setaffinity(0, {process_id % os.cpu_count()})
+    distributed.initialize(initialization_timeout=300)
+    import jax
+    import jax.numpy as jnp
+
+    from numpyro_dilation.core.sharding import particle_sharding
+
+    n = 1024 * jax.process_count()
+    x = jax.device_put(jnp.ones((n, max(SIZES))), particle_sharding(n))
+    cells = []
+    for size in SIZES:
+
+        @jax.jit
+        def run(x, c, size=size):
+            # A chain of dependent sums over the split axis: one all-reduce each.
+            def body(_, c):
+                return 1e-3 * (c + jnp.sum(jnp.sum(x[:, :size] * c, axis=0)))
+
+            return jax.lax.fori_loop(0, 100, body, c)
+
+        for _ in range(2):
+            jax.block_until_ready(run(x, jnp.float32(1.0)))
+        start = time.perf_counter()
+        jax.block_until_ready(run(x, jnp.float32(1.0)))
+        cells.append(f"{1e3 * (time.perf_counter() - start) / 100:.3f}")
+    if jax.process_index() == 0:
+        print("RESULT", *cells)
+
+
+SIZES = (1, 2, 4, 32, 256)
+
+
+def collectives(args):
+    from numpyro_dilation import distributed
+
+    command = [sys.executable, __file__, _WORKER, "--collectives"]
+    out = distributed.launch(command, args.processes[-1], 1, timeout=600)[0].stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    print(f"{args.processes[-1]} processes, one core each: ms per all-reduce")
+    print("| floats reduced | " + " | ".join(str(size) for size in SIZES) + " |")
+    print("|---|" + "---|" * len(SIZES))
+    print("| ms | " + " | ".join(line.split()[1:]) + " |")
+
+
 def scaling(args):
     from numpyro_dilation import distributed
 
@@ -244,7 +299,10 @@ def _ints(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["communication", "scaling"])
+    parser.add_argument(
+        "what", nargs="?", choices=["communication", "scaling", "collectives"]
+    )
+    parser.add_argument("--collectives", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_WORKER, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--particles", type=_ints, default=[512, 2048, 8192])
@@ -260,12 +318,14 @@ def main():
     )
     args = parser.parse_args()
     if args.worker:
-        return _worker(args)
+        return _collectives_worker(args) if args.collectives else _worker(args)
     if args.what == "communication":
         return communication(args)
     if args.what == "scaling":
         return scaling(args)
-    parser.error("say what to measure: communication or scaling")
+    if args.what == "collectives":
+        return collectives(args)
+    parser.error("say what to measure: communication, scaling or collectives")
 
 
 if __name__ == "__main__":
