@@ -5,6 +5,7 @@
     python benchmarks/distributed.py scaling [--processes 1,2,4]
         [--particles-per-process 2048] [--dim 32] [--iterations 100]
         [--repeats 5] [--pin]
+    python benchmarks/distributed.py collectives [--processes 2]
 
 ``communication``: in one process with 4 forced CPU devices (the programs are
 those of 4 processes with one device each: XLA partitions over devices, not
@@ -24,19 +25,29 @@ statistics, reduced.
 ``scaling``: ``numpyro_dilation.distributed.launch`` starts P processes with
 one CPU device each on this machine; the population (a d-dimensional Gaussian
 with a dense precision matrix, so a gradient is a matrix-vector product) is
-split over them, and each times a compiled loop of ``--iterations`` warmup
-iterations and then of sampling iterations, after two untimed calls: the first
-compiles, and the first runs of the collectives between processes are slow
-(hundreds of ms per iteration here, while gloo sets up its connections). The
-loop then runs ``--repeats`` times from the same state (the same iterations:
-200-299 of a 2000-iteration warmup, annealing with one mode fit, as in a
-500-iteration warmup's first half, which has one per 83), and the median time
-counts. Printed: iterations per second, for the same total particles (strong scaling)
-and for the same particles per process (weak scaling), against one process in
-the same run. With ``--pin`` each process runs on one core of its own
-(``sched_setaffinity``, process ``i`` on core ``i mod cores``): weak scaling
-then measures what the processes cost each other, where unpinned processes
-also share the cores that one process's threads used alone.
+split over them, and each times compiled loops of ``--iterations`` iterations
+of a 20 x ``--iterations`` warmup (half of it annealing) and of sampling. Each
+loop runs twice untimed first: the first call compiles, and the first runs of
+the collectives between processes are slow (hundreds of ms per iteration here,
+while gloo sets up its connections); then ``--repeats`` times from the same
+state (the same iterations), and the median time counts. Three windows:
+annealing (iterations 2-3 x ``--iterations``: MALA moves along the path, one
+reduction each, the mean acceptance), tuning (2-3 x ``--iterations`` past the
+annealing: moves at l = 1 with the preconditioner's, the step size's and the
+stragglers' reductions, and one mode fit, as a 500-iteration warmup's tuning
+has one per 62 iterations) and sampling (no collective). Printed: iterations
+per second, for the same total particles (strong scaling) and for the same
+particles per process (weak scaling), against one process in the same run. With
+``--pin`` each process runs on one core of its own (``sched_setaffinity``,
+process ``i`` on core ``i mod cores``): weak scaling then measures what the
+processes cost each other, where unpinned processes also share the cores that
+one process's threads used alone.
+
+``collectives``: P processes (the last of ``--processes``) of one pinned CPU
+device each time a compiled chain of 100 dependent all-reduces of 1, 2, 4, 32
+and 256 floats (sums over a population split between them); printed:
+milliseconds per all-reduce, the latency that each of a warmup iteration's
+reductions pays between processes.
 """
 
 import argparse
@@ -148,6 +159,7 @@ def _worker(args):
     distributed.initialize(initialization_timeout=300)
     import jax
 
+    from numpyro_dilation import core
     from numpyro_dilation.core import sampler
 
     num_particles = args.particles_per_process * jax.process_count()
@@ -166,20 +178,78 @@ def _worker(args):
 
         return jax.jit(run)
 
-    rates = []
-    key = jax.random.PRNGKey(0)
-    for program in (sampler.step, sampler.sample_step):
-        run = loop(program)
-        for _ in range(2):  # compiles, then runs every collective once
-            state, key = jax.block_until_ready(run(state, key))
+    def median_rate(run, state, key):
         seconds = []
         for _ in range(args.repeats):  # the same iterations each time
             start = time.perf_counter()
             jax.block_until_ready(run(state, key))
             seconds.append(time.perf_counter() - start)
-        rates.append(args.iterations / sorted(seconds)[len(seconds) // 2])
+        return args.iterations / sorted(seconds)[len(seconds) // 2]
+
+    key = jax.random.PRNGKey(0)
+    warmup, sampling = loop(sampler.step), loop(sampler.sample_step)
+    for _ in range(2):  # compiles, then runs every collective once
+        state, key = jax.block_until_ready(warmup(state, key))
+    rates = [median_rate(warmup, state, key)]  # annealing: 2 d to 3 d iterations
+    # On to 2 x iterations past the annealing (a host-side count: the state's
+    # arrays span every process and cannot be read by one).
+    num_anneal = core.build_calendar(20 * args.iterations, options).num_anneal
+    for _ in range(int(num_anneal) // args.iterations):
+        state, key = jax.block_until_ready(warmup(state, key))
+    rates.append(median_rate(warmup, state, key))  # tuning, with a mode fit
+    for _ in range(2):
+        state, key = jax.block_until_ready(sampling(state, key))
+    rates.append(median_rate(sampling, state, key))
     if jax.process_index() == 0:
-        print(f"RESULT {num_particles} {rates[0]:.2f} {rates[1]:.2f}")
+        print("RESULT", num_particles, *(f"{rate:.2f}" for rate in rates))
+
+
+def _collectives_worker(args):
+    from numpyro_dilation import distributed
+
+    process_id = int(os.environ[distributed.ENV_PROCESS_ID])
+    os.sched_setaffinity(0, {process_id % os.cpu_count()})
+    distributed.initialize(initialization_timeout=300)
+    import jax
+    import jax.numpy as jnp
+
+    from numpyro_dilation.core.sharding import particle_sharding
+
+    n = 1024 * jax.process_count()
+    x = jax.device_put(jnp.ones((n, max(SIZES))), particle_sharding(n))
+    cells = []
+    for size in SIZES:
+
+        @jax.jit
+        def run(x, c, size=size):
+            # A chain of dependent sums over the split axis: one all-reduce each.
+            def body(_, c):
+                return 1e-3 * (c + jnp.sum(jnp.sum(x[:, :size] * c, axis=0)))
+
+            return jax.lax.fori_loop(0, 100, body, c)
+
+        for _ in range(2):
+            jax.block_until_ready(run(x, jnp.float32(1.0)))
+        start = time.perf_counter()
+        jax.block_until_ready(run(x, jnp.float32(1.0)))
+        cells.append(f"{1e3 * (time.perf_counter() - start) / 100:.3f}")
+    if jax.process_index() == 0:
+        print("RESULT", *cells)
+
+
+SIZES = (1, 2, 4, 32, 256)
+
+
+def collectives(args):
+    from numpyro_dilation import distributed
+
+    command = [sys.executable, __file__, _WORKER, "--collectives"]
+    out = distributed.launch(command, args.processes[-1], 1, timeout=600)[0].stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    print(f"{args.processes[-1]} processes, one core each: ms per all-reduce")
+    print("| floats reduced | " + " | ".join(str(size) for size in SIZES) + " |")
+    print("|---|" + "---|" * len(SIZES))
+    print("| ms | " + " | ".join(line.split()[1:]) + " |")
 
 
 def scaling(args):
@@ -197,10 +267,14 @@ def scaling(args):
     total = args.particles_per_process * max(args.processes)
     print(
         f"d = {args.dim}, {args.iterations} iterations per timing, "
-        f"{os.cpu_count()} CPUs; iterations per second (warmup / sampling)"
+        f"{os.cpu_count()} CPUs; iterations per second "
+        "(annealing / tuning / sampling)"
     )
-    print("| processes | particles | warmup it/s | sampling it/s | vs 1 process |")
-    print("|---|---|---|---|---|")
+    print(
+        "| processes | particles | annealing it/s | tuning it/s | sampling it/s "
+        "| vs 1 process |"
+    )
+    print("|---|---|---|---|---|---|")
     for label, extra_for in (
         ("same total particles", lambda p: ["--total", str(total)]),
         (
@@ -211,12 +285,12 @@ def scaling(args):
         print(f"| {label} | | | | |")
         base = None
         for processes in args.processes:
-            n, warm, samp = measure(processes, extra_for(processes))
-            base = base or (warm, samp)
-            print(
-                f"| {processes} | {int(n)} | {warm:.1f} | {samp:.1f} | "
-                f"{warm / base[0]:.2f}x / {samp / base[1]:.2f}x |"
-            )
+            n, *rates = measure(processes, extra_for(processes))
+            base = base or rates
+            pairs = zip(rates, base, strict=True)
+            ratios = " / ".join(f"{r / b:.2f}x" for r, b in pairs)
+            cells = " | ".join(f"{r:.1f}" for r in rates)
+            print(f"| {processes} | {int(n)} | {cells} | {ratios} |")
 
 
 def _ints(text):
@@ -225,7 +299,10 @@ def _ints(text):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="?", choices=["communication", "scaling"])
+    parser.add_argument(
+        "what", nargs="?", choices=["communication", "scaling", "collectives"]
+    )
+    parser.add_argument("--collectives", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(_WORKER, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--total", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--particles", type=_ints, default=[512, 2048, 8192])
@@ -241,12 +318,14 @@ def main():
     )
     args = parser.parse_args()
     if args.worker:
-        return _worker(args)
+        return _collectives_worker(args) if args.collectives else _worker(args)
     if args.what == "communication":
         return communication(args)
     if args.what == "scaling":
         return scaling(args)
-    parser.error("say what to measure: communication or scaling")
+    if args.what == "collectives":
+        return collectives(args)
+    parser.error("say what to measure: communication, scaling or collectives")
 
 
 if __name__ == "__main__":

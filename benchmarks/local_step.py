@@ -21,10 +21,17 @@ by tau's posterior against a long NUTS run on the non-centred model
 90% quantile (0.5 and 0.9 if they agree), P(tau < 1) against the reference's,
 each with its Monte Carlo standard error ``sqrt(p (1 - p) / ESS)`` (ESS the
 run's smallest bulk ESS, the reference's own for its P), and the share of
-divergent draws.
+divergent draws. ``sv_centred`` (``targets.stochastic_volatility_model``
+with ``centred=True``: a funnel between the log-variances and the shock
+scale) is read by the shock scale's mean (in Monte Carlo standard errors) and
+sd against the stored long NUTS reference on the non-centred model
+(``benchmarks/results/hmc_reference.json``), the issue's criterion being the
+sd within 5%.
 """
 
 import argparse
+import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -53,6 +60,9 @@ def _target(name):
         return targets.logistic_regression_model, targets.breast_cancer_data(), False
     if name == "eight_schools_centred":
         return targets.eight_schools_funnel_model, (), False
+    if name == "sv_centred":
+        returns = targets.stochastic_volatility_data()
+        return targets.stochastic_volatility_model, (returns, True), False
     raise ValueError(f"unknown target {name!r}")
 
 
@@ -64,6 +74,19 @@ def _tau_reference():
     eight schools."""
     args = (targets.EIGHT_SCHOOLS_Y, targets.EIGHT_SCHOOLS_SIGMA, False)
     return flat(reference_draws(targets.eight_schools_funnel_model, args))[..., TAU]
+
+
+def _shock_scale_answer(x, ess):
+    """The shock scale's (the last coordinate's) mean error in Monte Carlo
+    standard errors and sd ratio against the stored non-centred reference."""
+    path = Path(__file__).parent / "results" / "hmc_reference.json"
+    ref = json.loads(path.read_text())["sv"]
+    mean, sd, mcse = (ref[k][-1] for k in ("mean", "sd", "mcse"))
+    se = np.sqrt(x[:, -1].var() / ess + mcse**2)
+    return (
+        f"shock scale mean {x[:, -1].mean():.4f} ({(x[:, -1].mean() - mean) / se:+.1f}"
+        f" se), sd {x[:, -1].std():.4f} (ref {sd:.4f}, {x[:, -1].std() / sd - 1:+.1%})"
+    )
 
 
 def _tau_answer(tau, ess, reference, divergent_share):
@@ -117,6 +140,8 @@ def main() -> None:
                     tau_reference,
                     row["divergences"] / draws_total,
                 )
+            elif name == "sv_centred":
+                answer = _shock_scale_answer(x, row["ess_bulk_min"])
             elif is_funnel:
                 answer = (
                     f"sd x0 {x[:, 0].std():.3f} (3), P(x0 < -3) "
