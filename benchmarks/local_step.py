@@ -2,6 +2,7 @@
 
     python benchmarks/local_step.py [--particles 1024]
         [--targets funnel10,funnel50,eight_schools,breast_cancer,eight_schools_centred]
+    python benchmarks/local_step.py --targets sv_centred   # only when named
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
 particles; NUTS 4 chains of 500 + 1000), same seed, through
