@@ -149,14 +149,28 @@ def communication(args):
                 print(f"| {name} | {n} | {dim} | {count} | {size:,} | {gathered:,} |")
 
 
-def _worker(args):
+def _start_worker(pin):
+    """Join the launched cluster, first pinned to one core with ``pin``."""
     from numpyro_dilation import distributed
 
-    if args.pin:  # before JAX starts its threads: one core per process
+    if pin:  # before JAX starts its threads: one core per process
         process_id = int(os.environ[distributed.ENV_PROCESS_ID])
         os.sched_setaffinity(0, {process_id % os.cpu_count()})
-
     distributed.initialize(initialization_timeout=300)
+
+
+def _launch(command, processes, timeout):
+    """Run ``command`` as ``processes`` processes of one CPU device each; the
+    numbers on process 0's ``RESULT`` line."""
+    from numpyro_dilation import distributed
+
+    out = distributed.launch(command, processes, 1, timeout=timeout)[0].stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    return [float(v) for v in line.split()[1:]]
+
+
+def _worker(args):
+    _start_worker(args.pin)
     import jax
 
     from numpyro_dilation import core
@@ -190,7 +204,7 @@ def _worker(args):
     warmup, sampling = loop(sampler.step), loop(sampler.sample_step)
     for _ in range(2):  # compiles, then runs every collective once
         state, key = jax.block_until_ready(warmup(state, key))
-    rates = [median_rate(warmup, state, key)]  # annealing: 2 d to 3 d iterations
+    rates = [median_rate(warmup, state, key)]  # annealing, 2-3 x iterations in
     # On to 2 x iterations past the annealing (a host-side count: the state's
     # arrays span every process and cannot be read by one).
     num_anneal = core.build_calendar(20 * args.iterations, options).num_anneal
@@ -204,12 +218,11 @@ def _worker(args):
         print("RESULT", num_particles, *(f"{rate:.2f}" for rate in rates))
 
 
-def _collectives_worker(args):
-    from numpyro_dilation import distributed
+SIZES = (1, 2, 4, 32, 256)
 
-    process_id = int(os.environ[distributed.ENV_PROCESS_ID])
-    os.sched_setaffinity(0, {process_id % os.cpu_count()})
-    distributed.initialize(initialization_timeout=300)
+
+def _collectives_worker(args):
+    _start_worker(args.pin)
     import jax
     import jax.numpy as jnp
 
@@ -237,32 +250,22 @@ def _collectives_worker(args):
         print("RESULT", *cells)
 
 
-SIZES = (1, 2, 4, 32, 256)
-
-
 def collectives(args):
-    from numpyro_dilation import distributed
-
-    command = [sys.executable, __file__, _WORKER, "--collectives"]
-    out = distributed.launch(command, args.processes[-1], 1, timeout=600)[0].stdout
-    line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+    command = [sys.executable, __file__, _WORKER, "--collectives", "--pin"]
+    milliseconds = _launch(command, args.processes[-1], timeout=600)
     print(f"{args.processes[-1]} processes, one core each: ms per all-reduce")
     print("| floats reduced | " + " | ".join(str(size) for size in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))
-    print("| ms | " + " | ".join(line.split()[1:]) + " |")
+    print("| ms | " + " | ".join(f"{ms:.3f}" for ms in milliseconds) + " |")
 
 
 def scaling(args):
-    from numpyro_dilation import distributed
-
     def measure(processes, extra):
         command = [sys.executable, __file__, _WORKER, "--dim", str(args.dim)]
         command += ["--iterations", str(args.iterations), *extra]
         command += ["--repeats", str(args.repeats)]
         command += ["--pin"] if args.pin else []
-        out = distributed.launch(command, processes, 1, timeout=1800)[0].stdout
-        line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
-        return [float(v) for v in line.split()[1:]]
+        return _launch(command, processes, timeout=1800)
 
     total = args.particles_per_process * max(args.processes)
     print(

@@ -32,12 +32,12 @@ sd within 5%.
 
 import argparse
 import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import numpyro
 from hmc import (  # the script's folder is on sys.path
+    REFERENCE,
     answer_errors,
     effective_sample_size,
     flat,
@@ -80,8 +80,7 @@ def _tau_reference():
 def _shock_scale_answer(x, ess):
     """The shock scale's (the last coordinate's) mean error in Monte Carlo
     standard errors and sd ratio against the stored non-centred reference."""
-    path = Path(__file__).parent / "results" / "hmc_reference.json"
-    ref = json.loads(path.read_text())["sv"]
+    ref = json.loads(REFERENCE.read_text())["sv"]
     mean, sd, mcse = (ref[k][-1] for k in ("mean", "sd", "mcse"))
     se = np.sqrt(x[:, -1].var() / ess + mcse**2)
     return (
