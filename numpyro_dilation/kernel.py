@@ -57,8 +57,9 @@ class DilationState(NamedTuple):
       inter-mode jump (0 before the first).
     - **adapt_state**: ``step_size``.
     - **num_steps**: gradients per particle of the last iteration (the
-      leapfrog steps of an HMC move, else 1; with local step sizes the most
-      that any particle's step search took).
+      leapfrog steps of an HMC move, else 1; with local step sizes the
+      gradients the population's step searches computed, over the particle
+      count).
     - **sampler_state**: the pure-JAX population state.
     - **rng_key**: the chains' keys; the first is the population's (a single
       key when MCMC hands one back to continue a run).
@@ -209,7 +210,8 @@ class DilationKernel(MCMCKernel):
         the same step (AutoStep, Liu et al. 2025; autoMALA, Biron-Lattes et al.
         2024): exact, for posteriors whose scale changes across the support
         (funnels, hierarchical scales near zero). Each try costs a move's
-        gradients; ``num_steps`` records the most any particle took.
+        gradients; ``num_steps`` records those the population computed, per
+        particle.
     :param adapt_step_size: adapt ``eps`` towards ``target_accept_prob``.
     :param target_accept_prob: mean acceptance probability targeted by the
         step-size adaptation; default 0.574 for MALA (Roberts & Rosenthal 1998),

@@ -272,7 +272,7 @@ def test_local_step_sizes_reach_the_funnel_neck_and_count_their_gradients():
     # leaves the neck empty; with local steps and HMC moves the population's
     # x0 matches N(0, 9): its mean, sd and P(x0 < -3) within Z_MAX Monte Carlo
     # standard errors (mc_error.assert_matches, ESS-based). Each iteration
-    # records the most gradients a particle's step search took.
+    # records the gradients its step searches computed, per particle.
     funnel = targets.funnel(4)
     model = targets.as_numpyro_model(funnel)
     kernel = DilationKernel(model, step="hmc", step_size_selection="local")

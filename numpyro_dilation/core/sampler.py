@@ -32,7 +32,7 @@ and doublings, exactly (``core.autostep``); while tuning, the shared step
 follows the population's mean selected step there (``LOCAL_STEP_GAIN``), not
 the acceptance, which the selection sets, and is frozen with the rest.
 ``num_steps`` is the last iteration's gradients per particle (with local
-steps the most that any particle took: the population waits for it) and
+steps those the population computed, over the particle count) and
 ``num_gradients`` their running total over the iterations (mode fits and the
 initial evaluation excluded; the iteration count without HMC).
 
@@ -184,7 +184,9 @@ def num_evaluations(
     moves), plus those of each mode fit (``modes.fit_evaluations``)."""
     fits = calendar.mode_fit_iterations(run_calendar)
     num_fits = int(jnp.sum(fits < num_iterations))
-    per_particle = num_iterations if num_gradients is None else int(num_gradients)
+    per_particle = (
+        num_iterations if num_gradients is None else round(float(num_gradients))
+    )
     return num_particles * per_particle + num_fits * modes.fit_evaluations(
         num_particles, options.max_modes
     )
@@ -234,8 +236,8 @@ def init(
         modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
         trajectory=adaptation.trajectory_init(1.0, d, center.dtype),
-        num_steps=jnp.ones((), jnp.int32),
-        num_gradients=jnp.zeros((), jnp.int32),
+        num_steps=jnp.ones((), jnp.float32),
+        num_gradients=jnp.zeros((), jnp.float32),
     )
 
 
@@ -304,52 +306,50 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
         u = hmc.jitter(state.iteration)
         length = adaptation.trajectory_length(state.trajectory)
         n = hmc.num_integration_steps(length, h, u, options.max_leapfrog_steps)
-    # Local steps: two uniforms per particle for its acceptance band, from a key
-    # of their own (the other draws are those of the shared step).
-    base_step = h if use_hmc else jnp.sqrt(2 * h)
-    band_shape = (y.shape[0], 2)
-    band = (
-        jax.random.uniform(jax.random.fold_in(key, 2), band_shape, y.dtype)
-        if local
-        else jnp.zeros(band_shape, y.dtype)
-    )
 
-    def one(z, log_uniform, band, y, c, logdensity, grad):
-        fn = lambda yi: dilation_path.logdensity_and_score(  # noqa: E731
-            logdensity_and_grad_fn, yi, c, lam
+    def fn(yi, c):
+        return dilation_path.logdensity_and_score(logdensity_and_grad_fn, yi, c, lam)
+
+    start = langevin.LangevinState(y, particles.logdensity, particles.logdensity_grad)
+    if local:
+        # Two uniforms per particle for its acceptance band, from a key of
+        # their own (the other draws are those of the shared step).
+        band = jax.random.uniform(jax.random.fold_in(key, 2), (y.shape[0], 2), y.dtype)
+        new, info = autostep.step_from_noise(
+            z,
+            log_uniform,
+            band,
+            start,
+            fn,
+            particles.center,
+            h if use_hmc else jnp.sqrt(2 * h),
+            n,
+            precond,
+            options.max_step_doublings,
         )
-        start = langevin.LangevinState(y, logdensity, grad)
-        if local:
-            return autostep.step_from_noise(
+    else:
+
+        def one(z, log_uniform, start, c):
+            if use_hmc:
+                return hmc.step_from_noise(
+                    z, log_uniform, start, lambda yi: fn(yi, c), h, n, precond
+                )
+            return langevin.step_from_noise(
                 z,
                 log_uniform,
-                band,
                 start,
-                fn,
-                base_step,
-                n,
+                lambda yi: fn(yi, c),
+                h,
                 precond,
-                options.max_step_doublings,
+                options.adjusted,
             )
-        if use_hmc:
-            return hmc.step_from_noise(z, log_uniform, start, fn, h, n, precond)
-        return langevin.step_from_noise(
-            z, log_uniform, start, fn, h, precond, options.adjusted
-        )
 
-    new, info = jax.vmap(one)(
-        z,
-        log_uniform,
-        band,
-        y,
-        particles.center,
-        particles.logdensity,
-        particles.logdensity_grad,
-    )
+        new, info = jax.vmap(one)(z, log_uniform, start, particles.center)
     particles = _after_metropolis(particles, new, info, "accept_prob")
+    n = n.astype(jnp.float32)
     if local:
-        # The population waits for its longest search.
-        n = jnp.max(info.num_gradients).astype(jnp.int32)
+        # Gradients the population computed, per particle.
+        n = info.population_gradients[0].astype(jnp.float32)
         # h_i / h = 2^j for HMC, (theta_i / theta_0)^2 = 4^j for MALA (h =
         # theta^2 / 2).
         per_doubling = jnp.log(2.0) * (1.0 if use_hmc else 2.0)
@@ -628,7 +628,7 @@ def step(
 
 def _one_step(state: SamplerState) -> SamplerState:
     """Every kind of iteration but an HMC move costs one gradient per particle."""
-    return state._replace(num_steps=jnp.ones((), jnp.int32))
+    return state._replace(num_steps=jnp.ones((), jnp.float32))
 
 
 def _advance(state: SamplerState) -> SamplerState:
