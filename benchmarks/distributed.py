@@ -5,7 +5,7 @@
     python benchmarks/distributed.py scaling [--processes 1,2,4]
         [--particles-per-process 2048] [--dim 32] [--iterations 100]
         [--repeats 5] [--pin]
-    python benchmarks/distributed.py collectives [--processes 2]
+    python benchmarks/distributed.py collectives [--processes 2] [--pin]
 
 ``communication``: in one process with 4 forced CPU devices (the programs are
 those of 4 processes with one device each: XLA partitions over devices, not
@@ -43,11 +43,14 @@ process ``i`` on core ``i mod cores``): weak scaling then measures what the
 processes cost each other, where unpinned processes also share the cores that
 one process's threads used alone.
 
-``collectives``: P processes (the last of ``--processes``) of one pinned CPU
-device each time a compiled chain of 100 dependent all-reduces of 1, 2, 4, 32
-and 256 floats (sums over a population split between them); printed:
-milliseconds per all-reduce, the latency that each of a warmup iteration's
-reductions pays between processes.
+``collectives``: P processes (the last of ``--processes``) of one CPU device
+each (with ``--pin`` one core each) time a compiled chain of 100 dependent
+all-reduces of 1, 2, 4, 32 and 256 floats (sums over a population split
+between them); printed: milliseconds per all-reduce, the latency that each of
+a warmup iteration's reductions pays between processes. XLA's CPU thread pool
+is set by the environment the processes inherit: ``XLA_FLAGS=
+"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` runs
+each process's programs on one thread (for both subcommands).
 """
 
 import argparse
@@ -251,9 +254,11 @@ def _collectives_worker(args):
 
 
 def collectives(args):
-    command = [sys.executable, __file__, _WORKER, "--collectives", "--pin"]
+    command = [sys.executable, __file__, _WORKER, "--collectives"]
+    command += ["--pin"] if args.pin else []
     milliseconds = _launch(command, args.processes[-1], timeout=600)
-    print(f"{args.processes[-1]} processes, one core each: ms per all-reduce")
+    cores = "one core each" if args.pin else "sharing the cores"
+    print(f"{args.processes[-1]} processes, {cores}: ms per all-reduce")
     print("| floats reduced | " + " | ".join(str(size) for size in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))
     print("| ms | " + " | ".join(f"{ms:.3f}" for ms in milliseconds) + " |")
