@@ -8,7 +8,9 @@ of them annealing, ``T = W - A`` tuning at ``l = 1`` and ``K`` levels:
 * anneal, ``0 <= t < A``: level ``l_t = levels[floor(t K / A)]``; a new level's
   first iteration re-evaluates the particles under it (no move);
 * tune, ``A <= t < W``: the preconditioner is estimated from the population
-  every iteration and stragglers are replaced;
+  every iteration; stragglers are looked for and replaced at ``t = A + j s``,
+  ``s = STRAGGLER_PERIOD = 10`` (each search is two medians over the
+  population, several dependent reductions when it is split over processes);
 * mode fits (when jumps are on): ``t = A + j p`` for ``j = 0, 1, ...`` while
   ``t < W``, period ``p = max(floor(T / 4), 1)``: ``ceil(T / p)`` fits, that is
   four when 4 divides ``T`` and five otherwise (for ``T >= 8``);
@@ -43,6 +45,8 @@ __all__ = [
     "build_calendar",
     "level_at",
     "is_tuning",
+    "is_straggler_check",
+    "STRAGGLER_PERIOD",
     "is_mode_fit",
     "is_rebalance",
     "in_step_size_window",
@@ -129,6 +133,14 @@ def level_at(calendar: Calendar, t: Array) -> Array:
 def is_tuning(calendar: Calendar, t: Array) -> Array:
     """``A <= t < W``."""
     return (t >= calendar.num_anneal) & (t < calendar.num_warmup)
+
+
+STRAGGLER_PERIOD = 10
+
+
+def is_straggler_check(calendar: Calendar, t: Array) -> Array:
+    """``t = A + j s`` while tuning, ``s = STRAGGLER_PERIOD``."""
+    return is_tuning(calendar, t) & ((t - calendar.num_anneal) % STRAGGLER_PERIOD == 0)
 
 
 def is_rebalance(calendar: Calendar, t: Array) -> Array:

@@ -12,8 +12,9 @@ every iteration at which something happens is read from the run's
   particles under it (one gradient, no move), so every iteration costs exactly
   one gradient per particle.
 * ``A <= t < W``  tune at ``l = 1``: the preconditioner is re-estimated from the
-  population every iteration; ``eps`` keeps adapting; particles stuck far out
-  in the tails are replaced by copies of others (``stragglers``).
+  population every iteration; ``eps`` keeps adapting; every
+  ``calendar.STRAGGLER_PERIOD`` iterations, particles stuck far out in the
+  tails are replaced by copies of others (``stragglers``).
 * ``t >= W``  sample: everything frozen; one exact MALA step (or ULA) at ``l = 1``.
 
 With ``options.hmc`` every Langevin move at ``l = 1`` (tuning and sampling) is
@@ -582,7 +583,6 @@ def step(
         )
     run_calendar = state.calendar
     lam = calendar.level_at(run_calendar, t)
-    tuning = calendar.is_tuning(run_calendar, t)
     is_rebalance = rebalancing & calendar.is_rebalance(run_calendar, t)
     is_jump = (
         jumping
@@ -620,7 +620,10 @@ def step(
     state = _adapt(state, options, (branch == 0) | (branch == 4), branch == 4)
     if state.particles.position.shape[0] > 1:
         state = jax.lax.cond(
-            tuning, lambda s: _replace_stragglers(key, s), lambda s: s, state
+            calendar.is_straggler_check(run_calendar, t),
+            lambda s: _replace_stragglers(key, s),
+            lambda s: s,
+            state,
         )
     info = SamplerInfo(branch == 1, branch == 2, branch == 3)
     return _advance(state), info

@@ -72,6 +72,15 @@ def test_windows_lie_inside_the_tuning_phase():
     assert int(cal.monitor_start) == 375
 
 
+def test_straggler_checks_are_every_period_from_the_end_of_annealing():
+    cal = calendar.build_calendar(500)
+    t = np.arange(700)
+    checks = np.flatnonzero(np.asarray(calendar.is_straggler_check(cal, t)))
+    np.testing.assert_array_equal(
+        checks, np.arange(250, 500, calendar.STRAGGLER_PERIOD)
+    )
+
+
 def _run_calendar(logdensity, num_warmup=40, n=64, d=2):
     options = core.SamplerOptions()
     cal = core.build_calendar(num_warmup, options, num_levels=4)

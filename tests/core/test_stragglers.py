@@ -9,7 +9,8 @@ from numpyro.diagnostics import effective_sample_size
 from runs import run_vectorized
 from scipy.stats import halfnorm, norm
 
-from numpyro_dilation import DilationKernel
+from numpyro_dilation import DilationKernel, core
+from numpyro_dilation.core.calendar import STRAGGLER_PERIOD
 from numpyro_dilation.core.stragglers import (
     find_stragglers,
     finite_median,
@@ -109,3 +110,43 @@ def test_small_scale_initialisations_do_not_bias_the_posterior():
         assert abs(value.std() - sd) < 5 * sd / np.sqrt(
             2 * effective_sample_size(value)
         )
+
+
+def test_stragglers_are_replaced_every_straggler_period_while_tuning():
+    # A particle put on a far plateau (log p = -1e6, no gradient: its moves
+    # are accepted and it stays there) one iteration after the tuning's first
+    # check is left alone until the next check, t = A + STRAGGLER_PERIOD, and
+    # replaced by a copy of a particle from the bulk there.
+    def logdensity(x):
+        far = jnp.abs(x[0]) > 100.0
+        return jnp.where(far, -1e6, -0.5 * jnp.sum(x**2))
+
+    fn = jax.value_and_grad(logdensity)
+    options = core.SamplerOptions(jump_prob=0.0, rebalance=False)
+    cal = core.build_calendar(100, options, num_levels=4)
+    num_anneal = int(cal.num_anneal)
+    state = core.init(
+        jax.random.normal(jax.random.PRNGKey(0), (64, 2)), fn, cal, options
+    )
+    step = jax.jit(lambda key, s: core.step(key, s, fn, options)[0])
+    keys = jax.random.split(jax.random.PRNGKey(1), num_anneal + 1 + STRAGGLER_PERIOD)
+    for key in keys[: num_anneal + 1]:
+        state = step(key, state)
+    assert int(state.iteration) == num_anneal + 1
+    far = jnp.array([1000.0, 0.0])
+    p = state.particles
+    state = state._replace(
+        particles=p._replace(
+            position=p.position.at[0].set(far),
+            center=p.center.at[0].set(far),
+            logdensity=p.logdensity.at[0].set(-1e6),
+            logdensity_grad=p.logdensity_grad.at[0].set(0.0),
+        )
+    )
+    logdensities = []
+    for key in keys[num_anneal + 1 :]:
+        state = step(key, state)
+        logdensities.append(float(state.particles.logdensity[0]))
+    assert int(state.iteration) == num_anneal + STRAGGLER_PERIOD + 1
+    assert logdensities[:-1] == [-1e6] * (STRAGGLER_PERIOD - 1)
+    assert logdensities[-1] > -50.0
