@@ -1,7 +1,8 @@
 """Local (per-particle, exact) step sizes against the shared step and NUTS.
 
     python benchmarks/local_step.py [--particles 1024]
-        [--targets funnel10,funnel50,eight_schools,breast_cancer,eight_schools_centred]
+        [--targets funnel10,funnel50,eight_schools,breast_cancer,
+                   eight_schools_centred,forty_mode]
     python benchmarks/local_step.py --targets sv_centred   # only when named
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
@@ -15,7 +16,9 @@ against NUTS's and against the shared step's in the same run, and the answer:
 on Neal's funnel (``targets.funnel``) the sd of x0 (exact 3) and P(x0 < -3)
 (exact 0.1587); elsewhere the largest |mean error| in sds and |sd ratio - 1|
 against NUTS's draws (eight schools non-centred, the breast-cancer logistic
-regression: targets where one shared step suffices). ``eight_schools_centred``
+regression: targets where one shared step suffices) or, on the 2-D mixture of
+40 Gaussians (``targets.forty_mode_mixture``, where one step suffices too but
+NUTS misses modes), against its exact mean and sd. ``eight_schools_centred``
 (``targets.eight_schools_funnel_model``, tau ~ HalfCauchy(5), centred) is read
 by tau's posterior against a long NUTS run on the non-centred model
 (``hmc.reference_draws``): the share of draws below the reference's median and
@@ -61,10 +64,20 @@ def _target(name):
         return targets.logistic_regression_model, targets.breast_cancer_data(), False
     if name == "eight_schools_centred":
         return targets.eight_schools_funnel_model, (), False
+    if name == "forty_mode":
+        return targets.as_numpyro_model(targets.forty_mode_mixture()), (), False
     if name == "sv_centred":
         returns = targets.stochastic_volatility_data()
         return targets.stochastic_volatility_model, (returns, True), False
     raise ValueError(f"unknown target {name!r}")
+
+
+def _reference_moments(name, nuts_draws):
+    """The exact mean and sd of the 40-mode mixture, else NUTS's draws'."""
+    if name == "forty_mode":
+        reference = targets.forty_mode_mixture().reference
+        return np.asarray(reference["mean"]), np.sqrt(np.asarray(reference["var"]))
+    return nuts_draws.mean(0), nuts_draws.std(0)
 
 
 TAU = 1  # tau's column in the flat draws (sites sorted: mu, tau, theta)
@@ -110,7 +123,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--targets",
-        default="funnel10,funnel50,eight_schools,breast_cancer,eight_schools_centred",
+        default=(
+            "funnel10,funnel50,eight_schools,breast_cancer,eight_schools_centred,"
+            "forty_mode"
+        ),
     )
     parser.add_argument("--particles", type=int, default=1024)
     args = parser.parse_args()
@@ -148,8 +164,8 @@ def main() -> None:
                     f"{np.mean(x[:, 0] < -3):.4f} (0.1587)"
                 )
             else:
-                reference = draws["NUTS"]
-                err, sd_err = answer_errors(x, reference.mean(0), reference.std(0))
+                mean, sd = _reference_moments(name, draws["NUTS"])
+                err, sd_err = answer_errors(x, mean, sd)
                 answer = f"max |mean err| {err:.3f} sd, max |sd ratio - 1| {sd_err:.3f}"
             print(
                 f"  {run:9s} time {row['time_s']:6.1f} s, gradients "
