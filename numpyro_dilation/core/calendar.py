@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 
+STRAGGLER_PERIOD = 10
+
+
 class Calendar(NamedTuple):
     """One run's warmup calendar (part of the state: ``num_warmup`` is dynamic).
 
@@ -133,9 +136,6 @@ def level_at(calendar: Calendar, t: Array) -> Array:
 def is_tuning(calendar: Calendar, t: Array) -> Array:
     """``A <= t < W``."""
     return (t >= calendar.num_anneal) & (t < calendar.num_warmup)
-
-
-STRAGGLER_PERIOD = 10
 
 
 def is_straggler_check(calendar: Calendar, t: Array) -> Array:
