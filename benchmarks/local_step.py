@@ -11,8 +11,9 @@ particles; NUTS 4 chains of 500 + 1000), same seed, through
 (MALA), and with ``step_size_selection="local"`` for MALA and for HMC moves.
 Printed per run: wall time apart from compilation, gradients (warmup
 included; a local-step iteration counts the gradients its population's step
-searches computed, per particle: ``num_steps``), the smallest bulk ESS, ESS per gradient
-against NUTS's and against the shared step's in the same run, and the answer:
+searches computed, per particle: ``num_steps``), the smallest bulk ESS, ESS
+per gradient against NUTS's and against the shared step's in the same run,
+and the answer:
 on Neal's funnel (``targets.funnel``) the sd of x0 (exact 3) and P(x0 < -3)
 (exact 0.1587); elsewhere the largest |mean error| in sds and |sd ratio - 1|
 against NUTS's draws (eight schools non-centred, the breast-cancer logistic

@@ -95,8 +95,8 @@ class AutoStepInfo(NamedTuple):
     """``acceptance_rate`` is ``min(1, exp(r)) 1{j' = j}``; ``proposal`` and
     ``velocity`` the endpoint before the accept test; ``exponent`` the selected
     ``j`` (step ``theta_0 2^j``); ``num_gradients`` this particle's gradients;
-    ``population_gradients`` the gradients the population computed, per
-    particle (the same for all)."""
+    ``population_gradients`` (a scalar) the gradients the population
+    computed, per particle."""
 
     acceptance_rate: Array
     is_accepted: Array
@@ -328,5 +328,5 @@ def step_from_noise(
         forward.velocity,
         forward.exponent,
         num_steps * (forward.num_tries + backward.num_tries),
-        jnp.full((n,), num_steps * paid),
+        num_steps * paid,
     )

@@ -331,18 +331,11 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     else:
 
         def one(z, log_uniform, start, c):
+            at_c = lambda yi: fn(yi, c)  # noqa: E731
             if use_hmc:
-                return hmc.step_from_noise(
-                    z, log_uniform, start, lambda yi: fn(yi, c), h, n, precond
-                )
+                return hmc.step_from_noise(z, log_uniform, start, at_c, h, n, precond)
             return langevin.step_from_noise(
-                z,
-                log_uniform,
-                start,
-                lambda yi: fn(yi, c),
-                h,
-                precond,
-                options.adjusted,
+                z, log_uniform, start, at_c, h, precond, options.adjusted
             )
 
         new, info = jax.vmap(one)(z, log_uniform, start, particles.center)
@@ -350,7 +343,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     n = n.astype(jnp.float32)
     if local:
         # Gradients the population computed, per particle.
-        n = info.population_gradients[0].astype(jnp.float32)
+        n = info.population_gradients.astype(jnp.float32)
         # h_i / h = 2^j for HMC, (theta_i / theta_0)^2 = 4^j for MALA (h =
         # theta^2 / 2).
         per_doubling = jnp.log(2.0) * (1.0 if use_hmc else 2.0)

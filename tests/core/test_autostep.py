@@ -212,8 +212,8 @@ def test_rounds_on_batches_give_every_particle_the_same_search(num_steps):
     np.testing.assert_array_equal(few_info.is_accepted, all_info.is_accepted)
     np.testing.assert_allclose(few.position, all_.position, rtol=1e-6, atol=1e-6)
     tries = np.asarray(few_info.num_gradients) / num_steps
-    paid_few = float(few_info.population_gradients[0]) * n / num_steps
-    paid_all = float(all_info.population_gradients[0]) * n / num_steps
+    paid_few = float(few_info.population_gradients) * n / num_steps
+    paid_all = float(all_info.population_gradients) * n / num_steps
     assert tries.sum() <= paid_few < paid_all
     assert np.std(tries) > 0  # the searches had different lengths
     # Forward and reversed searches each pay their longest on every particle.
