@@ -9,7 +9,7 @@ of them annealing, ``T = W - A`` tuning at ``l = 1`` and ``K`` levels:
   first iteration re-evaluates the particles under it (no move);
 * tune, ``A <= t < W``: the preconditioner is estimated from the population
   every iteration; stragglers are looked for and replaced at ``t = A + j s``,
-  ``s = STRAGGLER_PERIOD = 10`` (each search is two medians over the
+  ``s = STRAGGLER_PERIOD = 10`` (each search is a radix selection over the
   population, several dependent reductions when it is split over processes);
 * mode fits (when jumps are on): ``t = A + j p`` for ``j = 0, 1, ...`` while
   ``t < W``, period ``p = max(floor(T / 4), 1)``: ``ceil(T / p)`` fits, that is

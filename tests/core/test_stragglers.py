@@ -13,23 +13,43 @@ from numpyro_dilation import DilationKernel, core
 from numpyro_dilation.core.calendar import STRAGGLER_PERIOD
 from numpyro_dilation.core.stragglers import (
     find_stragglers,
-    finite_median,
     order_statistic,
     replace_stragglers,
+    robust_location_scale,
 )
 
 
-def test_finite_median_is_nanmedian_of_the_finite_values():
-    # Odd and even sizes, with and without non-finite entries, all non-finite.
+def test_robust_location_scale_reads_the_median_and_lower_quartile():
+    # Odd and even sizes, with and without non-finite entries, all non-finite:
+    # the order statistics at (m - 1) // 2 and (m - 1) // 4 of the m finite
+    # values, as np.sort gives them.
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 8, 1023, 1024):
         for bad in (0.0, 0.3, 1.0):
             v = rng.normal(size=n).astype(np.float32)
             v[rng.uniform(size=n) < bad] = rng.choice([np.nan, np.inf, -np.inf])
             finite = np.isfinite(v)
-            got = float(finite_median(jnp.asarray(v), jnp.asarray(finite)))
-            expected = np.median(v[finite]) if finite.any() else np.nan
-            np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=(n, bad))
+            median, scale = robust_location_scale(jnp.asarray(v), jnp.asarray(finite))
+            if not finite.any():
+                assert np.isnan(median) and np.isnan(scale)
+                continue
+            ordered = np.sort(v[finite])
+            m = ordered.size
+            expected = ordered[(m - 1) // 2]
+            assert float(median) == expected, (n, bad)
+            np.testing.assert_allclose(
+                float(scale), (expected - ordered[(m - 1) // 4]) / 0.6745, rtol=1e-6
+            )
+
+
+def test_find_stragglers_with_four_in_ten_stuck():
+    # Up to half the population stuck far out leaves the median and the scale
+    # to the rest: with 40% of the energies at 1e6, the threshold (median
+    # 0.97 + 10 s + 10, s = 1.74 from the bulk's 83rd and 42nd percentiles)
+    # cuts every stuck particle and none of a N(0, 1) bulk of 6000.
+    bulk = jax.random.normal(jax.random.PRNGKey(2), (6000,))
+    mask = np.asarray(find_stragglers(jnp.concatenate([bulk, jnp.full(4000, 1e6)])))
+    assert not mask[:6000].any() and mask[6000:].all()
 
 
 def test_order_statistic_is_exact_at_every_rank():
