@@ -127,13 +127,17 @@ class Particles(NamedTuple):
 
 
 class SamplerState(NamedTuple):
-    """Population state: the particles and what they share."""
+    """Population state: the particles and what they share; ``position_mean``
+    is the target-space mean of the population at the last preconditioner
+    estimate (the centres' before the first), the shift of the next
+    (``adaptation.population_moments``)."""
 
     iteration: Array
     particles: Particles
     lam: Array
     step_size: adaptation.StepSizeState
     inv_mass: Array
+    position_mean: Array
     calendar: calendar.Calendar
     modes: modes.Modes
     jump_block: jumps.BlockChoice
@@ -233,6 +237,7 @@ def init(
         lam=lam,
         step_size=adaptation.step_size_init(step_size),
         inv_mass=inv_mass,
+        position_mean=jnp.mean(center, axis=0),
         calendar=run_calendar,
         modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
@@ -530,17 +535,29 @@ def _adapt(
         state = state._replace(
             trajectory=_tree_where(t == run_calendar.num_warmup - 1, frozen, trajectory)
         )
-    inv_mass = state.inv_mass
-    if options.adapt_inv_mass and state.particles.position.shape[0] > 1:
-        inv_mass = jax.lax.cond(
-            calendar.is_tuning(run_calendar, t),
-            lambda s: adaptation.population_inv_mass(
-                target_position(s), options.dense_mass, s.inv_mass
-            ).astype(s.inv_mass.dtype),
-            lambda s: s.inv_mass,
-            state,
+    n = state.particles.position.shape[0]
+    if options.adapt_inv_mass and n > 1:
+
+        def estimate(s):
+            x = target_position(s)
+            # The first estimate shifts by its own mean (the stored one is the
+            # centres'), the later ones by the previous estimate's: one sum
+            # over the particles (one all-reduce when they are split).
+            shift = jax.lax.cond(
+                t == run_calendar.num_anneal,
+                lambda: jnp.mean(x, axis=0),
+                lambda: s.position_mean,
+            )
+            mean, moments = adaptation.population_moments(x, shift, options.dense_mass)
+            inv_mass = adaptation.shrunk_inv_mass(moments, n, s.inv_mass)
+            return s._replace(
+                inv_mass=inv_mass.astype(s.inv_mass.dtype), position_mean=mean
+            )
+
+        state = jax.lax.cond(
+            calendar.is_tuning(run_calendar, t), estimate, lambda s: s, state
         )
-    return state._replace(step_size=step_size, inv_mass=inv_mass)
+    return state._replace(step_size=step_size)
 
 
 def _multimodal(dim: int, options: SamplerOptions) -> tuple[bool, bool]:

@@ -529,6 +529,27 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
         assert state.particles.position.dtype == dt
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_population_moments_from_one_shifted_sum(dense):
+    # Shifted by a point 3 sds from the mean, the one-pass moments are the
+    # two-pass ones to float32 rounding (relative 1e-7 times ((mean - s) / sd)^2
+    # = 9, times the sum's length: 1e-4 is loose for n = 4096); a coordinate
+    # with no spread at 1e3 comes out with variance exactly 0, not rounding.
+    x = jax.random.normal(jax.random.PRNGKey(4), (4096, 3)) @ jnp.array(
+        [[2.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    ) + jnp.array([1e3, -5.0, 1e3])
+    mean, moments = adaptation.population_moments(
+        x, jnp.array([1e3 - 6.0, -2.0, 1e3 - 0.3]), dense
+    )
+    x64 = np.asarray(x, float)
+    np.testing.assert_allclose(mean, x64.mean(0), rtol=1e-6)
+    expected = np.cov(x64.T)
+    expected = expected if dense else np.diagonal(expected)
+    np.testing.assert_allclose(moments, expected, rtol=1e-4, atol=1e-4)
+    var = np.diagonal(moments) if dense else moments
+    assert float(var[2]) == 0.0
+
+
 def test_population_inv_mass_keeps_each_coordinate_scale():
     # Scales 1e-6 and 1e6 in one population: each coordinate's M is its own
     # shrunk variance (n + 5e-3)/(n + 5) var_i, not floored by the other one; a

@@ -123,6 +123,17 @@ out["mode_fit_labels_diff"] = max_diff(
     fit(jax.random.PRNGKey(3), x, logdensity),
     fit(jax.random.PRNGKey(3), jax.device_get(x), jax.device_get(logdensity)),
 )
+# The preconditioner's moments of a split population: one all-reduce (of the
+# shifted sums), diagonal or dense.
+from numpyro_dilation.core import adaptation
+
+out["moments_collectives"] = {}
+for dense in (False, True):
+    moments = jax.jit(adaptation.population_moments, static_argnums=2)
+    text = moments.lower(x, jnp.zeros(3), dense).compile().as_text()
+    out["moments_collectives"][str(dense)] = re.findall(
+        r"= (\S+) (all-reduce|all-gather|all-to-all|collective-permute)\(", text
+    )
 print("RESULT " + json.dumps(out))
 """
 
@@ -180,6 +191,14 @@ def test_uneven_split_warns_or_raises(four_devices):
     assert len(four_devices["uneven_warning"]) == 1
     assert "multiple of 4" in four_devices["uneven_warning"][0]
     assert "shard_particles=True" in four_devices["uneven_error"]
+
+
+def test_preconditioner_moments_are_one_all_reduce(four_devices):
+    # mean and (co)variance from one sum over the particles: d + d floats
+    # diagonal, (d + 1)^2 dense (d = 3), nothing else communicated.
+    collectives = four_devices["moments_collectives"]
+    assert collectives["False"] == [["f64[6]{0}", "all-reduce"]]
+    assert collectives["True"] == [["f64[4,4]{1,0}", "all-reduce"]]
 
 
 def test_a_mode_fit_reduces_and_gathers_nothing_particle_sized(four_devices):
