@@ -235,6 +235,7 @@ def dilation_or_nuts(name, kernel, model, model_args, particles):
     row = comparison.table.loc[name]
     out = {k: float(row[k]) for k in ("time_s", "compile_s", "gradients")}
     out["ess"] = float(row["ess_bulk_min"])
+    out["divergences"] = float(row["divergences"])
     return out, posterior_draws(comparison.idata[name]), messages
 
 

@@ -13,7 +13,9 @@ Printed per run: wall time apart from compilation, gradients (warmup
 included; a local-step iteration counts the gradients its population's step
 searches computed, per particle: ``num_steps``), the smallest bulk ESS, ESS
 per gradient against NUTS's and against the shared step's in the same run,
-and the answer:
+the end-of-warmup warnings of that run (each run is its own ``compare``
+call, so a warning belongs to the run it is printed with; in full in an HTML
+comment below the line), and the answer:
 on Neal's funnel (``targets.funnel``) the sd of x0 (exact 3) and P(x0 < -3)
 (exact 0.1587); elsewhere the largest |mean error| in sds and |sd ratio - 1|
 against NUTS's draws (eight schools non-centred, the breast-cancer logistic
@@ -42,11 +44,12 @@ import numpy as np
 import numpyro
 from hmc import (  # the script's folder is on sys.path
     REFERENCE,
+    _warns,
     answer_errors,
+    dilation_or_nuts,
     effective_sample_size,
     flat,
     reference_draws,
-    side_by_side,
 )
 from numpyro.infer import NUTS
 
@@ -141,24 +144,32 @@ def main() -> None:
             "local": DilationKernel(model, step_size_selection="local"),
             "local hmc": DilationKernel(model, step="hmc", step_size_selection="local"),
         }
-        table, draws = side_by_side(model, model_args, kernels, args.particles)
+        # One compare call per run, so that each run's end-of-warmup
+        # warnings are its own.
+        rows = {
+            run: dilation_or_nuts(run, kernel, model, model_args, args.particles)
+            for run, kernel in kernels.items()
+        }
+        draws = {run: x.reshape(-1, x.shape[-1]) for run, (_, x, _) in rows.items()}
         tau_reference = _tau_reference() if name == "eight_schools_centred" else None
         print(f"\n{name}:")
+        per_grad = {
+            run: row["ess"] / row["gradients"] for run, (row, _, _) in rows.items()
+        }
         for run, x in draws.items():
-            row = table.loc[run]
-            per_grad = row["ess_per_grad"]
-            versus_nuts = per_grad / table.loc["NUTS", "ess_per_grad"]
-            versus_shared = per_grad / table.loc["shared", "ess_per_grad"]
+            row, _, messages = rows[run]
+            versus_nuts = per_grad[run] / per_grad["NUTS"]
+            versus_shared = per_grad[run] / per_grad["shared"]
             if tau_reference is not None:
                 draws_total = (4 * 1000) if run == "NUTS" else args.particles * 200
                 answer = _tau_answer(
                     x[:, TAU],
-                    row["ess_bulk_min"],
+                    row["ess"],
                     tau_reference,
                     row["divergences"] / draws_total,
                 )
             elif name == "sv_centred":
-                answer = _shock_scale_answer(x, row["ess_bulk_min"])
+                answer = _shock_scale_answer(x, row["ess"])
             elif is_funnel:
                 answer = (
                     f"sd x0 {x[:, 0].std():.3f} (3), P(x0 < -3) "
@@ -168,12 +179,15 @@ def main() -> None:
                 mean, sd = _reference_moments(name, draws["NUTS"])
                 err, sd_err = answer_errors(x, mean, sd)
                 answer = f"max |mean err| {err:.3f} sd, max |sd ratio - 1| {sd_err:.3f}"
+            warns = "" if run == "NUTS" else f"; warnings: {_warns(messages)}"
             print(
                 f"  {run:9s} time {row['time_s']:6.1f} s, gradients "
-                f"{row['gradients']:.3g}, ESS min {row['ess_bulk_min']:8.0f}, "
+                f"{row['gradients']:.3g}, ESS min {row['ess']:8.0f}, "
                 f"ESS/grad {versus_nuts:6.2f}x NUTS's, {versus_shared:6.2f}x "
-                f"shared's; {answer}"
+                f"shared's; {answer}{warns}"
             )
+            for m in messages:
+                print(f"    <!-- {run}: {m} -->")
 
 
 if __name__ == "__main__":
