@@ -74,7 +74,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import DTypeLike
 
-from numpyro_dilation.core.preconditioner import LowRank
+from numpyro_dilation.core.preconditioner import LowRank, no_low_rank
 
 __all__ = [
     "StepSizeState",
@@ -224,6 +224,8 @@ def low_rank_init(dim: int, rank: int, dtype: DTypeLike = jnp.float32) -> LowRan
     """``min(rank, dim)`` orthonormal starting directions (fixed, from
     ``PRNGKey(0)``), no correction yet (``lambda = 1``)."""
     rank = min(rank, dim)
+    if rank == 0:
+        return no_low_rank(dim, dtype)
     start = jax.random.normal(jax.random.PRNGKey(0), (dim, rank), dtype)
     return LowRank(jnp.linalg.qr(start)[0], jnp.ones(rank, dtype))
 
