@@ -3,7 +3,7 @@ curved and real posteriors of 2 to 502 dimensions.
 
     python benchmarks/hmc.py [--targets spread,banana,...] [--particles 1024]
         [--reference benchmarks/results/hmc_reference.json] [--no-chees]
-        [--dk-steps mala,hmc]
+        [--dk-steps mala,hmc] [--low-rank-mass R]
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
 particles; NUTS 4 chains of 500 + 1000), same seed: NUTS,
@@ -20,6 +20,9 @@ the same smallest ESS), and the answer: the largest |mean error| in Monte
 Carlo standard errors (``se = sd / sqrt(ESS)`` per coordinate,
 ``numpyro.diagnostics.effective_sample_size``, the reference's added in
 quadrature), the largest |sd / sd_ref - 1|, and the end-of-warmup warnings.
+With ``--low-rank-mass R`` each DilationKernel move also runs with
+``low_rank_mass=R`` (a diagonal preconditioner that whitens ``R`` more
+directions; rows "DK mala, rank R").
 
 Targets (the goals of issue 10; ``init`` is NumPyro's ``init_to_uniform``
 unless said):
@@ -331,6 +334,12 @@ def main() -> None:
         default="mala,hmc",
         help="the DilationKernel moves to run (NUTS always runs: the yardstick)",
     )
+    parser.add_argument(
+        "--low-rank-mass",
+        type=int,
+        default=0,
+        help="also run each DilationKernel move with low_rank_mass=R",
+    )
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
     if not args.no_chees:
@@ -356,6 +365,13 @@ def main() -> None:
         runs = {"NUTS": Run(NUTS(model, init_strategy=init), num_samples=1000)}
         for step in args.dk_steps.split(","):
             runs[f"DK {step}"] = DilationKernel(model, step=step, init_strategy=init)
+            if args.low_rank_mass:
+                runs[f"DK {step}, rank {args.low_rank_mass}"] = DilationKernel(
+                    model,
+                    step=step,
+                    init_strategy=init,
+                    low_rank_mass=args.low_rank_mass,
+                )
         rows = {}
         for run, kernel in runs.items():
             rows[run] = dilation_or_nuts(run, kernel, model, model_args, args.particles)

@@ -224,6 +224,13 @@ class DilationKernel(MCMCKernel):
         dimension (``num_chains >= 10 d``, where the population estimates a
         covariance well; ``core.preconditioner.dense_by_default``) and the
         preconditioner is adapted, else diagonal.
+    :param low_rank_mass: with a diagonal preconditioner, also whiten the
+        population's ``low_rank_mass`` widest directions (in the coordinates
+        the diagonal whitens; those wider than noise alone makes them), at
+        ``O(d r)`` per gradient: for strongly correlated posteriors with more
+        dimensions than a tenth of the particles, where the dense one is not
+        the default. Default 0 (diagonal only); ignored when the
+        preconditioner is dense.
     :param schedule: ``"geometric"``, a callable ``u -> l(u)`` on [0, 1], or an
         increasing array of levels ending at 1.
     :param lambda_min: first level of the geometric schedule.
@@ -300,6 +307,7 @@ class DilationKernel(MCMCKernel):
         target_accept_prob: float | None = None,
         adapt_mass_matrix: bool = True,
         dense_mass: bool | None = None,
+        low_rank_mass: int = 0,
         schedule: ScheduleLike = "geometric",
         lambda_min: float = 1e-4,
         num_levels: int | None = None,
@@ -362,6 +370,18 @@ class DilationKernel(MCMCKernel):
                 "dense over every latent site; pass dense_mass=True for a dense "
                 "one (it needs num_chains well above the dimension)."
             )
+        if int(low_rank_mass) != low_rank_mass or low_rank_mass < 0:
+            raise ValueError(
+                f"low_rank_mass must be a non-negative integer (the number of "
+                f"directions the diagonal preconditioner also whitens; 0: none), "
+                f"got {low_rank_mass!r}."
+            )
+        if dense_mass is True and low_rank_mass > 0:
+            raise ValueError(
+                "low_rank_mass adds directions to a diagonal preconditioner, and "
+                "dense_mass=True asks for a dense one, which whitens every "
+                "direction: pass one of them."
+            )
         if isinstance(center, str) and center not in ("init", "shared"):
             raise ValueError(
                 f"center={center!r} is not known: use 'init', 'shared' or an array."
@@ -389,6 +409,7 @@ class DilationKernel(MCMCKernel):
             rebalance=bool(rebalance),
             jump_prob=float(jump_prob),
             max_modes=int(max_modes),
+            low_rank=int(low_rank_mass),
         )
         self._potential_fn_gen = None
         self._postprocess_fn_gen = None

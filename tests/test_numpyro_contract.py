@@ -214,6 +214,15 @@ def test_structured_dense_mass_is_refused():
         DilationKernel(normal_mean_model, dense_mass=[("mu",)])
 
 
+def test_low_rank_mass_is_checked():
+    with pytest.raises(ValueError, match="low_rank_mass must be a non-negative"):
+        DilationKernel(normal_mean_model, low_rank_mass=-1)
+    with pytest.raises(ValueError, match="low_rank_mass must be a non-negative"):
+        DilationKernel(normal_mean_model, low_rank_mass=1.5)
+    with pytest.raises(ValueError, match="pass one of them"):
+        DilationKernel(normal_mean_model, dense_mass=True, low_rank_mass=2)
+
+
 UNIMODAL = {"rebalance": False, "jump_prob": 0.0}
 
 

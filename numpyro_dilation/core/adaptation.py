@@ -26,6 +26,22 @@ the two-pass ``sum (x - mean)^2`` pays two dependent ones. Rounding grows as
 ``((mean - s) / sd)^2``; a coordinate whose variance is below the sums'
 worst-case rounding counts as having no spread and keeps its previous value.
 
+With ``low_rank`` directions (a diagonal ``M`` only, ``core.preconditioner``)
+``M`` also whitens the population's ``r`` widest directions in the
+coordinates ``D`` whitens, ``C~ = D^-1/2 C D^-1/2``, tracked by one step of
+orthogonal iteration per estimate from the previous directions ``U``:
+
+    Y = C~ U,   U' = qr(Y),   lambda = diag(U^T Y).
+
+A direction is kept when its ``lambda`` is above ``c (1 + sqrt(d / n))^2``,
+the largest eigenvalue that noise alone gives an ``n``-particle covariance
+in ``d`` dimensions (Marchenko-Pastur) whose other directions have variance
+``c``, the mean of the rest of the spectrum, ``c = (tr C~ - sum_kept lambda)
+/ (d - #kept)``. The wide directions also inflate ``D`` (each coordinate's
+variance counts them), so the rest of ``C~`` is ``c < 1``; the preconditioner
+is then ``M = c D^1/2 (I + U (lambda / c - 1) U^T) D^1/2`` over the kept
+directions (``lambda / c = 1``, no correction, elsewhere).
+
 Trajectory length of HMC (ChEES: Hoffman, Radul, Sountsov, AISTATS 2021,
 eq. 6-8): ascend the change in the estimator of the expected square,
 ``1/4 E[(|x' - E x'|^2 - |x - E x|^2)^2]`` over the population (positions
@@ -58,6 +74,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import DTypeLike
 
+from numpyro_dilation.core.preconditioner import LowRank, no_low_rank
+
 __all__ = [
     "StepSizeState",
     "step_size_init",
@@ -67,6 +85,8 @@ __all__ = [
     "population_moments",
     "shrunk_inv_mass",
     "population_inv_mass",
+    "low_rank_init",
+    "low_rank_update",
     "TrajectoryState",
     "trajectory_init",
     "chees_gradient",
@@ -198,6 +218,49 @@ def population_inv_mass(
     previous = jnp.ones(d, positions.dtype) if previous is None else previous
     _, moments = population_moments(positions, jnp.mean(positions, axis=0), dense)
     return shrunk_inv_mass(moments, n, previous)
+
+
+def low_rank_init(dim: int, rank: int, dtype: DTypeLike = jnp.float32) -> LowRank:
+    """``min(rank, dim)`` orthonormal starting directions (fixed, from
+    ``PRNGKey(0)``), no correction yet (``lambda = 1``)."""
+    rank = min(rank, dim)
+    if rank == 0:
+        return no_low_rank(dim, dtype)
+    start = jax.random.normal(jax.random.PRNGKey(0), (dim, rank), dtype)
+    return LowRank(jnp.linalg.qr(start)[0], jnp.ones(rank, dtype))
+
+
+def low_rank_update(
+    positions: Array, mean: Array, variance: Array, diagonal: Array, previous: LowRank
+) -> tuple[Array, LowRank]:
+    """One orthogonal-iteration step (module docstring) for the widest
+    directions of ``positions`` ``(n, d)`` (mean ``mean``, per-coordinate
+    ``variance``: ``population_moments``) in the coordinates that ``diagonal``
+    (``D``) whitens, one sum over the particles. Returns the diagonal part
+    ``c D`` and the directions with their variances relative to ``c``."""
+    n, d = positions.shape
+    whitened = (positions - mean) / jnp.sqrt(diagonal)
+    y = whitened.T @ (whitened @ previous.basis) / max(n - 1, 1)
+    rayleigh = jnp.sum(previous.basis * y, axis=0)
+    basis = jnp.linalg.qr(y)[0]
+    edge = (1.0 + (d / n) ** 0.5) ** 2
+    trace = jnp.sum(variance / diagonal)
+
+    def rest(kept):
+        count = jnp.sum(kept)
+        mean_rest = (trace - jnp.sum(jnp.where(kept, rayleigh, 0.0))) / jnp.maximum(
+            d - count, 1
+        )
+        return jnp.where(count < d, jnp.maximum(mean_rest, 1e-6), 1.0)
+
+    c = rest(rayleigh > edge)
+    kept = rayleigh > edge * c
+    c = jnp.where(jnp.any(kept), rest(kept), 1.0)
+    eigen = jnp.where(kept, rayleigh / c, 1.0)
+    low_rank = LowRank(
+        basis.astype(previous.basis.dtype), eigen.astype(previous.eigen.dtype)
+    )
+    return (c * diagonal).astype(diagonal.dtype), low_rank
 
 
 class TrajectoryState(NamedTuple):

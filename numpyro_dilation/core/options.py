@@ -17,7 +17,9 @@ class SamplerOptions(NamedTuple):
     gradients, instead of one MALA step; ``trajectory_learning_rate`` is
     ChEES's Adam rate on ``log T``; ``local_step_size``: at ``l = 1`` each
     move (MALA or HMC) chooses its particle's step from the shared one by at
-    most ``max_step_doublings`` halvings or doublings (``core.autostep``).
+    most ``max_step_doublings`` halvings or doublings (``core.autostep``);
+    ``low_rank``: a diagonal preconditioner also whitens the population's
+    ``low_rank`` widest directions (``core.adaptation``; ignored when dense).
     """
 
     adjusted: bool = True
@@ -35,6 +37,7 @@ class SamplerOptions(NamedTuple):
     trajectory_learning_rate: float = 0.05
     local_step_size: bool = False
     max_step_doublings: int = 8
+    low_rank: int = 0
 
 
 DEFAULT_OPTIONS = SamplerOptions()

@@ -83,7 +83,7 @@ from numpyro_dilation.core import (
 )
 from numpyro_dilation.core.multimodal import jumps, modes, rebalancing
 from numpyro_dilation.core.options import DEFAULT_OPTIONS, SamplerOptions
-from numpyro_dilation.core.preconditioner import make_preconditioner
+from numpyro_dilation.core.preconditioner import LowRank, make_preconditioner
 
 __all__ = [
     "SamplerOptions",
@@ -130,7 +130,8 @@ class SamplerState(NamedTuple):
     """Population state: the particles and what they share; ``position_mean``
     is the target-space mean of the population at the last preconditioner
     estimate (the centres' before the first), the shift of the next
-    (``adaptation.population_moments``)."""
+    (``adaptation.population_moments``); ``low_rank`` the directions a
+    diagonal ``inv_mass`` also whitens (none without ``options.low_rank``)."""
 
     iteration: Array
     particles: Particles
@@ -138,6 +139,7 @@ class SamplerState(NamedTuple):
     step_size: adaptation.StepSizeState
     inv_mass: Array
     position_mean: Array
+    low_rank: LowRank
     calendar: calendar.Calendar
     modes: modes.Modes
     jump_block: jumps.BlockChoice
@@ -238,6 +240,9 @@ def init(
         step_size=adaptation.step_size_init(step_size),
         inv_mass=inv_mass,
         position_mean=jnp.mean(center, axis=0),
+        low_rank=adaptation.low_rank_init(
+            d, 0 if options.dense_mass else options.low_rank, center.dtype
+        ),
         calendar=run_calendar,
         modes=modes.empty(n, d, options.max_modes, center.dtype),
         jump_block=jumps.block_choice_init(center.dtype),
@@ -300,7 +305,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     """
     particles = state.particles
     h = jnp.exp(state.step_size.log_step_size) * lam
-    precond = make_preconditioner(state.inv_mass)
+    precond = make_preconditioner(state.inv_mass, state.low_rank)
     key_noise, key_accept = jax.random.split(key)
     y = particles.position
     z = jax.random.normal(key_noise, y.shape, y.dtype)
@@ -362,7 +367,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
 def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
     """Warmup only: one ChEES update of ``T`` from the HMC move ``before ->
     after`` (``info``: its endpoints and velocities), in whitened coordinates."""
-    precond = make_preconditioner(before.inv_mass)
+    precond = make_preconditioner(before.inv_mass, before.low_rank)
     whiten = jax.vmap(precond.whiten)
     start = whiten(before.particles.position)
     u = hmc.jitter(before.iteration)
@@ -550,8 +555,15 @@ def _adapt(
             )
             mean, moments = adaptation.population_moments(x, shift, options.dense_mass)
             inv_mass = adaptation.shrunk_inv_mass(moments, n, s.inv_mass)
+            low_rank = s.low_rank
+            if low_rank.eigen.shape[0] > 0:
+                inv_mass, low_rank = adaptation.low_rank_update(
+                    x, mean, moments, inv_mass, low_rank
+                )
             return s._replace(
-                inv_mass=inv_mass.astype(s.inv_mass.dtype), position_mean=mean
+                inv_mass=inv_mass.astype(s.inv_mass.dtype),
+                position_mean=mean,
+                low_rank=low_rank,
             )
 
         state = jax.lax.cond(
