@@ -312,7 +312,7 @@ _WARNINGS = {
 }
 
 
-def _warns(messages):
+def warning_summary(messages):
     """The end-of-warmup warnings, in short ("no" when none)."""
     found = [
         short for key, short in _WARNINGS.items() if any(key in m for m in messages)
@@ -385,7 +385,7 @@ def main() -> None:
                 nuts["ess"] / nuts["gradients"]
             )
             per_s = (row["ess"] / row["time_s"]) / (nuts["ess"] / nuts["time_s"])
-            warns = _warns(messages) if run.startswith("DK") else ""
+            warns = warning_summary(messages) if run.startswith("DK") else ""
             print(
                 f"| {name if i == 0 else ''} | {run} | {row['time_s']:.1f} "
                 f"({row['compile_s']:.1f}) | {row['gradients']:.2g} | "

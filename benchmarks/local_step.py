@@ -44,12 +44,12 @@ import numpy as np
 import numpyro
 from hmc import (  # the script's folder is on sys.path
     REFERENCE,
-    _warns,
     answer_errors,
     dilation_or_nuts,
     effective_sample_size,
     flat,
     reference_draws,
+    warning_summary,
 )
 from numpyro.infer import NUTS
 
@@ -179,7 +179,7 @@ def main() -> None:
                 mean, sd = _reference_moments(name, draws["NUTS"])
                 err, sd_err = answer_errors(x, mean, sd)
                 answer = f"max |mean err| {err:.3f} sd, max |sd ratio - 1| {sd_err:.3f}"
-            warns = "" if run == "NUTS" else f"; warnings: {_warns(messages)}"
+            warns = "" if run == "NUTS" else f"; warnings: {warning_summary(messages)}"
             print(
                 f"  {run:9s} time {row['time_s']:6.1f} s, gradients "
                 f"{row['gradients']:.3g}, ESS min {row['ess']:8.0f}, "

@@ -84,7 +84,6 @@ __all__ = [
     "harmonic_mean_acceptance",
     "population_moments",
     "shrunk_inv_mass",
-    "population_inv_mass",
     "low_rank_init",
     "low_rank_update",
     "TrajectoryState",
@@ -206,18 +205,6 @@ def shrunk_inv_mass(moments: Array, num_particles: int, previous: Array) -> Arra
         shrunk = (n * moments + 5.0 * 1e-3 * jnp.diag(var)) / (n + 5.0)
         return jnp.where(jnp.outer(spread, spread), shrunk, jnp.diag(fallback))
     return jnp.where(spread, (n + 5.0 * 1e-3) * var / (n + 5.0), fallback)
-
-
-def population_inv_mass(
-    positions: Array, dense: bool = False, previous: Array | None = None
-) -> Array:
-    """Shrunk population (co)variance of ``positions`` of shape ``(n, d)``
-    (``shrunk_inv_mass``), its moments shifted by their own mean (two sums
-    over the particles); ``previous`` defaults to 1."""
-    n, d = positions.shape
-    previous = jnp.ones(d, positions.dtype) if previous is None else previous
-    _, moments = population_moments(positions, jnp.mean(positions, axis=0), dense)
-    return shrunk_inv_mass(moments, n, previous)
 
 
 def low_rank_init(dim: int, rank: int, dtype: DTypeLike = jnp.float32) -> LowRank:

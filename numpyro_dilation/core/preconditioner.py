@@ -70,7 +70,7 @@ class Preconditioner(NamedTuple):
 
     def _rank_update(self, v: Array, power: float) -> Array:
         """``(I + U (lambda^power - 1) U^T) v``."""
-        if self.low_rank is None or self.low_rank.eigen.shape[0] == 0:
+        if self.low_rank is None:
             return v
         basis, eigen = self.low_rank
         return v + basis @ ((eigen**power - 1.0) * (basis.T @ v))
@@ -107,8 +107,11 @@ def make_preconditioner(
     inv_mass: Array, low_rank: LowRank | None = None
 ) -> Preconditioner:
     """Build from ``M``: a vector (diagonal, with the directions ``low_rank``
-    whitened too) or a symmetric positive-definite matrix."""
+    whitened too; none when it has no direction) or a symmetric
+    positive-definite matrix."""
     inv_mass = jnp.asarray(inv_mass)
+    if low_rank is not None and low_rank.eigen.shape[0] == 0:
+        low_rank = None
     if inv_mass.ndim == 2:
         sqrt = jnp.linalg.cholesky(inv_mass)
         eye = jnp.eye(inv_mass.shape[0], dtype=inv_mass.dtype)

@@ -426,7 +426,15 @@ def test_final_step_size_is_the_window_geometric_mean(values):
     np.testing.assert_allclose(adaptation.final_step_size(state), expected, rtol=1e-4)
 
 
-_inv_mass = jax.jit(adaptation.population_inv_mass, static_argnames="dense")
+def population_inv_mass(x, dense=False, previous=None):
+    """The sampler's first estimate: moments shifted by their own mean, shrunk;
+    ``previous`` defaults to 1."""
+    previous = jnp.ones(x.shape[1], x.dtype) if previous is None else previous
+    _, moments = adaptation.population_moments(x, jnp.mean(x, axis=0), dense)
+    return adaptation.shrunk_inv_mass(moments, x.shape[0], previous)
+
+
+_inv_mass = jax.jit(population_inv_mass, static_argnames="dense")
 
 
 @pytest.mark.parametrize("dense", [False, True])
@@ -613,9 +621,9 @@ def test_population_inv_mass_keeps_each_coordinate_scale():
     # coordinate without spread keeps its previous value.
     x = jax.random.normal(jax.random.PRNGKey(0), (64, 3)) * jnp.array([1e-6, 1e6, 0.0])
     var = np.var(np.asarray(x, float), axis=0, ddof=1)
-    m = adaptation.population_inv_mass(x, previous=jnp.array([1.0, 1.0, 7.0]))
+    m = population_inv_mass(x, previous=jnp.array([1.0, 1.0, 7.0]))
     np.testing.assert_allclose(m[:2], (64 + 5e-3) / 69 * var[:2], rtol=1e-4)
     assert float(m[2]) == 7.0
-    dense = adaptation.population_inv_mass(x, dense=True)
+    dense = population_inv_mass(x, dense=True)
     np.testing.assert_allclose(np.diagonal(dense)[:2], m[:2], rtol=1e-4)
     assert float(dense[2, 2]) == 1.0 and float(jnp.abs(dense[2, :2]).max()) == 0.0
