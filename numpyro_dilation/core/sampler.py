@@ -502,6 +502,7 @@ def _adapt(
     run_calendar = state.calendar
     in_warmup = t < run_calendar.num_warmup
     step_size = state.step_size
+    step_size_before = step_size.log_step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
         acceptance = jnp.mean(state.particles.accept_prob)
@@ -569,6 +570,21 @@ def _adapt(
 
         state = jax.lax.cond(
             calendar.is_tuning(run_calendar, t), estimate, lambda s: s, state
+        )
+    if options.hmc and options.adapt_step_size:
+        # The annealing's MALA step (identity preconditioner), tiny where
+        # one coordinate is narrow, would cost the trajectories the
+        # max_leapfrog_steps cap while the updates grow it: at the first
+        # estimate it becomes the leapfrog step it matches.
+        converted = adaptation.leapfrog_step_from_mala(
+            jnp.exp(step_size_before), state.inv_mass
+        )
+        step_size = step_size._replace(
+            log_step_size=jnp.where(
+                in_warmup & (t == run_calendar.num_anneal),
+                jnp.log(converted).astype(step_size.log_step_size.dtype),
+                step_size.log_step_size,
+            )
         )
     return state._replace(step_size=step_size)
 
