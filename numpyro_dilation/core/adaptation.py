@@ -57,14 +57,23 @@ with Adam without momentum (``beta_2 = 0.95``), each update clipped to
     s_{t+1} = b s_t + (1 - b) g^2
     log T_{t+1} = log T_t + lr g / sqrt(s_{t+1} / (1 - b^(t+1)))
 
-The trajectories use ``max(T, pi sqrt(lambda_max))``, ``lambda_max`` the
-largest eigenvalue of the population's covariance in whitened coordinates
-(power iteration): jittered by ``u ~ U(0, 1)``, their mean length is at least
-a quarter period ``(pi / 2) sqrt(lambda_max)`` of the slowest direction, which
-ChEES, dominated by the bulk of the directions, under-serves (the length floor
-of blackjax.adaptation.chees_adaptation; the floor is not fed back into
-``log T``). HMC's step size follows the harmonic mean of the acceptance
-probabilities (``harmonic_mean_acceptance``), as ChEES does.
+The trajectories use ``min(max(T, F), 2 F)`` with ``F = pi sqrt(lambda_max)``,
+``lambda_max`` the largest eigenvalue of the population's covariance in
+whitened coordinates (power iteration), half the period ``2 pi
+sqrt(lambda_max)`` of its slowest direction under the Gaussian approximation:
+
+* the floor ``F``: jittered by ``u ~ U(0, 1)``, the mean length is at least a
+  quarter period of the slowest direction, which ChEES, dominated by the bulk
+  of the directions, under-serves (the length floor of
+  blackjax.adaptation.chees_adaptation);
+* the cap ``2 F``, one full period: jittered lengths ``u T`` then cover every
+  phase of every direction of the Gaussian approximation, so a longer ``T``
+  buys nothing there, while on a curved target ChEES can keep ascending (on
+  the banana of the benchmarks ``T`` reached 11 ``F`` at the 256-step cap).
+
+Neither bound is fed back into ``log T``. HMC's step size follows the
+harmonic mean of the acceptance probabilities (``harmonic_mean_acceptance``),
+as ChEES does.
 """
 
 from typing import NamedTuple
@@ -81,6 +90,7 @@ __all__ = [
     "step_size_init",
     "step_size_update",
     "final_step_size",
+    "leapfrog_step_from_mala",
     "harmonic_mean_acceptance",
     "population_moments",
     "shrunk_inv_mass",
@@ -127,6 +137,20 @@ def step_size_update(
         state.log_step_size_sum + jnp.where(in_final_window, log_eps, 0.0),
         state.count + jnp.where(in_final_window, 1, 0),
     )
+
+
+def leapfrog_step_from_mala(step_size: Array, inv_mass: Array) -> Array:
+    """The leapfrog step ``theta = sqrt(2 eps / min_j M_jj)`` that moves as far
+    as a MALA step ``eps`` taken with the identity preconditioner, in the
+    coordinates that the preconditioner ``M`` (``inv_mass``, diagonal or dense)
+    whitens.
+
+    MALA is one leapfrog step of size ``sqrt(2 eps)`` (its noise's sd); under
+    ``M`` a step ``theta`` moves coordinate ``j`` by ``theta sqrt(M_jj)``, and
+    the narrowest coordinate, which set ``eps``, sets ``theta``.
+    """
+    diagonal = jnp.diagonal(inv_mass) if inv_mass.ndim == 2 else inv_mass
+    return jnp.sqrt(2.0 * step_size / jnp.min(diagonal))
 
 
 def _exp_window_mean(last: Array, total: Array, count: Array) -> Array:
@@ -304,8 +328,11 @@ def length_floor(
 
 
 def trajectory_length(state: TrajectoryState) -> Array:
-    """The length the trajectories use: ``max(T, floor)``."""
-    return jnp.maximum(jnp.exp(state.log_length), state.floor)
+    """The length the trajectories use: ``min(max(T, floor), 2 floor)``, ``T``
+    itself before the first floor."""
+    length = jnp.exp(state.log_length)
+    floor = state.floor
+    return jnp.where(floor > 0, jnp.clip(length, floor, 2 * floor), length)
 
 
 def chees_gradient(

@@ -20,8 +20,9 @@ every iteration at which something happens is read from the run's
 With ``options.hmc`` every Langevin move at ``l = 1`` (tuning and sampling) is
 an exact HMC trajectory instead (``core.hmc``): ``n = ceil(u_t T / eps)``
 leapfrog steps shared by the population, ``u_t`` the quasi-random jitter of
-iteration ``t``, ``T`` tuned by ChEES while tuning, floored at ``pi
-sqrt(lambda_max)`` of the whitened population, and frozen (its final-window
+iteration ``t``, ``T`` tuned by ChEES while tuning, kept between ``pi
+sqrt(lambda_max)`` and twice that (half and one period of the whitened
+population's slowest direction), and frozen (its final-window
 mean) with ``eps``, which follows the harmonic mean acceptance there
 (``core.adaptation``). ``T`` starts at 1: in the coordinates the preconditioner
 whitens, the Hamiltonian flow of a Gaussian has period ``2 pi`` whatever its
@@ -501,6 +502,7 @@ def _adapt(
     run_calendar = state.calendar
     in_warmup = t < run_calendar.num_warmup
     step_size = state.step_size
+    step_size_before = step_size.log_step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
         acceptance = jnp.mean(state.particles.accept_prob)
@@ -568,6 +570,21 @@ def _adapt(
 
         state = jax.lax.cond(
             calendar.is_tuning(run_calendar, t), estimate, lambda s: s, state
+        )
+    if options.hmc and options.adapt_step_size:
+        # The annealing's MALA step (identity preconditioner), tiny where
+        # one coordinate is narrow, would cost the trajectories the
+        # max_leapfrog_steps cap while the updates grow it: at the first
+        # estimate it becomes the leapfrog step it matches.
+        converted = adaptation.leapfrog_step_from_mala(
+            jnp.exp(step_size_before), state.inv_mass
+        )
+        step_size = step_size._replace(
+            log_step_size=jnp.where(
+                in_warmup & (t == run_calendar.num_anneal),
+                jnp.log(converted).astype(step_size.log_step_size.dtype),
+                step_size.log_step_size,
+            )
         )
     return state._replace(step_size=step_size)
 

@@ -136,6 +136,20 @@ def test_trajectory_update_ascends_and_averages_the_final_window():
     np.testing.assert_allclose(unchanged.log_length, state.log_length)
 
 
+def test_leapfrog_step_from_mala_is_set_by_the_narrowest_coordinate():
+    # MALA with step eps is one leapfrog step of size sqrt(2 eps); under a
+    # preconditioner of variances M_jj a step theta moves coordinate j by
+    # theta sqrt(M_jj), so the narrowest (0.25 here) sets theta. A dense
+    # preconditioner counts its diagonal.
+    variances = jnp.array([4.0, 0.25, 9.0])
+    theta = adaptation.leapfrog_step_from_mala(jnp.asarray(0.02), variances)
+    np.testing.assert_allclose(theta, np.sqrt(2 * 0.02 / 0.25), rtol=1e-6)
+    dense = jnp.diag(variances) + 0.1 * (1 - jnp.eye(3))
+    np.testing.assert_allclose(
+        adaptation.leapfrog_step_from_mala(jnp.asarray(0.02), dense), theta, rtol=1e-6
+    )
+
+
 def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
     accept = jnp.array([0.5, 1.0, 0.0, 0.25])
     diverging = jnp.array([False, False, True, False])
@@ -147,7 +161,7 @@ def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
     assert float(adaptation.harmonic_mean_acceptance(accept, ~diverging | True)) == 0
 
 
-def test_length_floor_is_a_quarter_period_of_the_widest_direction():
+def test_length_is_between_a_half_and_a_full_period_of_the_widest_direction():
     # Whitened population N(0, diag(4, 1, 1, 1, 1)) rotated: lambda_max = 4,
     # floor pi sqrt(4) = 2 pi. The top sample eigenvalue of n = 4096 draws has
     # sd about 4 sqrt(2 / n) = 0.088; 5 of them (0.44) move the floor by at
@@ -163,3 +177,7 @@ def test_length_floor_is_a_quarter_period_of_the_widest_direction():
     assert float(adaptation.trajectory_length(floored)) == float(floored.floor)
     longer = floored._replace(log_length=jnp.log(10.0))
     assert float(adaptation.trajectory_length(longer)) == pytest.approx(10.0)
+    # Capped at the full period 2 pi sqrt(lambda_max) = 2 floor.
+    too_long = floored._replace(log_length=jnp.log(100.0))
+    capped = float(adaptation.trajectory_length(too_long))
+    assert capped == pytest.approx(2 * float(floored.floor))

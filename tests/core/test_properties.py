@@ -565,6 +565,40 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
         assert state.particles.position.dtype == dt
 
 
+def test_hmc_starts_from_the_leapfrog_step_of_the_annealing_mala_step():
+    # At the first preconditioner estimate (t = A) the annealing's MALA step
+    # eps (identity preconditioner) becomes the leapfrog step it matches in the
+    # new coordinates, sqrt(2 eps / min_j M_jj); the next iteration adapts
+    # from there. A MALA run keeps adapting eps as it is.
+    n, d, num_anneal, num_warmup = 64, 3, 12, 18
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    params = student_t_params(keys[0], d, jnp.float32)
+    center = 3.0 * jax.random.normal(keys[1], (n, d))
+    steps = {}
+    for hmc in (False, True):
+        options = SamplerOptions(hmc=hmc)
+        sched = calendar.build_calendar(
+            num_warmup, options, anneal_fraction=num_anneal / num_warmup
+        )
+        state = sampler.init(center, student_t_value_and_grad(params), sched, options)
+        for t in range(num_anneal + 1):
+            before = state
+            state = _sampler_step(jax.random.PRNGKey(t), params, state, options)
+        steps[hmc] = (before, state)
+    before, after = steps[True]
+    expected = np.sqrt(
+        2 * np.exp(float(before.step_size.log_step_size)) / np.min(after.inv_mass)
+    )
+    assert float(jnp.exp(after.step_size.log_step_size)) == pytest.approx(
+        expected, rel=1e-5
+    )
+    before, after = steps[False]
+    # Robbins-Monro: log eps moves by the gain (1) times (acceptance - target).
+    change = float(after.step_size.log_step_size - before.step_size.log_step_size)
+    acceptance = float(jnp.mean(after.particles.accept_prob))
+    assert change == pytest.approx(acceptance - 0.574, abs=1e-5)
+
+
 @pytest.mark.parametrize("dense", [False, True])
 def test_population_moments_from_one_shifted_sum(dense):
     # Shifted by a point 3 sds from the mean, the one-pass moments are the
