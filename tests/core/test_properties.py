@@ -620,6 +620,36 @@ def test_population_moments_from_one_shifted_sum(dense):
     assert float(var[2]) == 0.0
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_acceptance_statistics_from_the_moments_reduction(dense):
+    # The step size's statistics from the columns summed with the moments: the
+    # mean acceptance, the harmonic mean over the moves that did not diverge
+    # and the mean log step ratio, as computed directly; the moments unchanged.
+    key_x, key_a = jax.random.split(jax.random.PRNGKey(6))
+    x = jax.random.normal(key_x, (256, 3))
+    accept = jax.random.uniform(key_a, (256,))
+    diverging = accept < 0.05
+    ratio = jnp.log(2.0) * jnp.round(4 * accept - 2)
+    terms = adaptation.acceptance_terms(accept, diverging, ratio, harmonic=True)
+    mean, moments, sums = adaptation.population_moments(x, jnp.zeros(3), dense, terms)
+    arithmetic, harmonic, log_ratio = adaptation.acceptance_statistics(
+        sums, harmonic=True
+    )
+    kept = np.asarray(accept)[~np.asarray(diverging)]
+    np.testing.assert_allclose(arithmetic, np.mean(accept), rtol=1e-5)
+    np.testing.assert_allclose(harmonic, 1 / np.mean(1 / kept), rtol=1e-5)
+    np.testing.assert_allclose(log_ratio, np.mean(ratio), rtol=1e-5, atol=1e-6)
+    plain = adaptation.population_moments(x, jnp.zeros(3), dense)
+    np.testing.assert_allclose(mean, plain[0], rtol=1e-6)
+    np.testing.assert_allclose(moments, plain[1], rtol=1e-6)
+    # Without the harmonic columns the harmonic mean is 0; the last column's
+    # mean is then the acceptance's.
+    terms = adaptation.acceptance_terms(accept, diverging, None)
+    arithmetic, harmonic, last = adaptation.acceptance_statistics(jnp.sum(terms, 0))
+    assert float(harmonic) == 0.0
+    np.testing.assert_allclose(last, arithmetic, rtol=1e-6)
+
+
 def test_low_rank_update_finds_a_wide_direction_above_the_noise():
     # 1024 draws of N(0, I + 49 v v^T) in d = 200, v = 1 / sqrt(d): the
     # diagonal D is 1.245, so in the coordinates it whitens v has variance
