@@ -90,7 +90,6 @@ __all__ = [
     "step_size_init",
     "step_size_update",
     "final_step_size",
-    "leapfrog_step_from_mala",
     "harmonic_mean_acceptance",
     "acceptance_terms",
     "acceptance_statistics",
@@ -139,20 +138,6 @@ def step_size_update(
         state.log_step_size_sum + jnp.where(in_final_window, log_eps, 0.0),
         state.count + jnp.where(in_final_window, 1, 0),
     )
-
-
-def leapfrog_step_from_mala(step_size: Array, inv_mass: Array) -> Array:
-    """The leapfrog step ``theta = sqrt(2 eps / min_j M_jj)`` that moves as far
-    as a MALA step ``eps`` taken with the identity preconditioner, in the
-    coordinates that the preconditioner ``M`` (``inv_mass``, diagonal or dense)
-    whitens.
-
-    MALA is one leapfrog step of size ``sqrt(2 eps)`` (its noise's sd); under
-    ``M`` a step ``theta`` moves coordinate ``j`` by ``theta sqrt(M_jj)``, and
-    the narrowest coordinate, which set ``eps``, sets ``theta``.
-    """
-    diagonal = jnp.diagonal(inv_mass) if inv_mass.ndim == 2 else inv_mass
-    return jnp.sqrt(2.0 * step_size / jnp.min(diagonal))
 
 
 def _exp_window_mean(last: Array, total: Array, count: Array) -> Array:

@@ -541,21 +541,6 @@ def _adapt(
             log_step_size=jnp.log(adaptation.final_step_size(updated))
         )
         updated = _tree_where(t == run_calendar.num_warmup - 1, frozen, updated)
-        if options.hmc:
-            # The annealing's MALA step (identity preconditioner), tiny where
-            # one coordinate is narrow, would cost the trajectories the
-            # max_leapfrog_steps cap while the updates grow it: at the first
-            # estimate it becomes the leapfrog step it matches.
-            converted = adaptation.leapfrog_step_from_mala(
-                jnp.exp(step_size.log_step_size), state.inv_mass
-            )
-            updated = updated._replace(
-                log_step_size=jnp.where(
-                    in_warmup & (t == run_calendar.num_anneal),
-                    jnp.log(converted).astype(updated.log_step_size.dtype),
-                    updated.log_step_size,
-                )
-            )
         step_size = updated
     if options.hmc:
         trajectory = state.trajectory
