@@ -631,9 +631,12 @@ def test_acceptance_statistics_from_the_moments_reduction(dense):
     np.testing.assert_allclose(arithmetic, np.mean(accept), rtol=1e-5)
     np.testing.assert_allclose(harmonic, 1 / np.mean(1 / kept), rtol=1e-5)
     np.testing.assert_allclose(log_ratio, np.mean(ratio), rtol=1e-5, atol=1e-6)
+    # The extra columns change how XLA blocks the sums (the dense product's
+    # shape), so the moments agree to float32 rounding of sums of 256 terms
+    # of order 1: about sqrt(256) eps = 2e-6, 1e-5 allowed.
     plain = adaptation.population_moments(x, jnp.zeros(3), dense)
-    np.testing.assert_allclose(mean, plain[0], rtol=1e-6)
-    np.testing.assert_allclose(moments, plain[1], rtol=1e-6)
+    np.testing.assert_allclose(mean, plain[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(moments, plain[1], rtol=1e-5, atol=1e-5)
     # Without the harmonic columns the harmonic mean is 0; the last column's
     # mean is then the acceptance's.
     terms = adaptation.acceptance_terms(accept, diverging, None)
