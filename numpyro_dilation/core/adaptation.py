@@ -90,8 +90,9 @@ __all__ = [
     "step_size_init",
     "step_size_update",
     "final_step_size",
-    "leapfrog_step_from_mala",
     "harmonic_mean_acceptance",
+    "acceptance_terms",
+    "acceptance_statistics",
     "population_moments",
     "shrunk_inv_mass",
     "low_rank_init",
@@ -139,20 +140,6 @@ def step_size_update(
     )
 
 
-def leapfrog_step_from_mala(step_size: Array, inv_mass: Array) -> Array:
-    """The leapfrog step ``theta = sqrt(2 eps / min_j M_jj)`` that moves as far
-    as a MALA step ``eps`` taken with the identity preconditioner, in the
-    coordinates that the preconditioner ``M`` (``inv_mass``, diagonal or dense)
-    whitens.
-
-    MALA is one leapfrog step of size ``sqrt(2 eps)`` (its noise's sd); under
-    ``M`` a step ``theta`` moves coordinate ``j`` by ``theta sqrt(M_jj)``, and
-    the narrowest coordinate, which set ``eps``, sets ``theta``.
-    """
-    diagonal = jnp.diagonal(inv_mass) if inv_mass.ndim == 2 else inv_mass
-    return jnp.sqrt(2.0 * step_size / jnp.min(diagonal))
-
-
 def _exp_window_mean(last: Array, total: Array, count: Array) -> Array:
     """``exp`` of the final window's mean (of ``last`` if the window was empty)."""
     return jnp.exp(jnp.where(count > 0, total / jnp.maximum(count, 1), last))
@@ -165,27 +152,63 @@ def final_step_size(state: StepSizeState) -> Array:
 
 def harmonic_mean_acceptance(accept_prob: Array, diverging: Array) -> Array:
     """``1 / mean(1 / a_i)`` over the particles whose move did not diverge (0
-    when none is left or one accepted nothing).
+    when none is left; about 0 when one accepted nothing).
 
     HMC's step size follows it (ChEES, Hoffman, Radul, Sountsov 2021;
     as blackjax.adaptation.chees_adaptation): it is small as soon as a few
     particles accept little, where the arithmetic mean lets a tail whose
     trajectories fail hide behind a body that accepts nearly everything.
     """
-    kept = ~diverging
-    inverse = jnp.where(kept, 1.0 / jnp.maximum(accept_prob, 1e-30), 0.0)
-    mean_inverse = jnp.sum(inverse) / jnp.maximum(jnp.sum(kept), 1)
-    return jnp.where(jnp.any(kept), 1.0 / mean_inverse, 0.0)
+    terms = acceptance_terms(accept_prob, diverging, None, harmonic=True)
+    return acceptance_statistics(jnp.sum(terms, 0), harmonic=True)[1]
+
+
+def acceptance_terms(
+    accept_prob: Array,
+    diverging: Array,
+    log_step_ratio: Array | None,
+    harmonic: bool = False,
+) -> Array:
+    """Per-particle columns ``(n, k)`` whose sums over the population give the
+    step size's statistics (:func:`acceptance_statistics`): ``1``, ``a_i``;
+    with ``harmonic``, ``1{kept} / a_i`` and ``1{kept}`` (kept: the move did not
+    diverge); with a ``log_step_ratio``, it. Summed in the reduction of the
+    preconditioner's moments (``population_moments(..., extra=)``), they cost a
+    split population no all-reduce of their own."""
+    columns = [jnp.ones_like(accept_prob), accept_prob]
+    if harmonic:
+        kept = (~diverging).astype(accept_prob.dtype)
+        columns += [kept / jnp.maximum(accept_prob, 1e-30), kept]
+    if log_step_ratio is not None:
+        columns.append(log_step_ratio.astype(accept_prob.dtype))
+    return jnp.stack(columns, axis=-1)
+
+
+def acceptance_statistics(
+    sums: Array, harmonic: bool = False
+) -> tuple[Array, Array, Array]:
+    """From the population sums of :func:`acceptance_terms` (same flags): the
+    mean acceptance, the harmonic mean acceptance (0 without ``harmonic``, or
+    when every move diverged) and the mean of the last column (the log step
+    ratio, when given; else the mean acceptance again)."""
+    count = sums[0]
+    mean = sums[1] / count
+    harmonic_mean = jnp.zeros_like(mean)
+    if harmonic:
+        inverse, kept = sums[2], sums[3]
+        harmonic_mean = jnp.where(kept > 0, kept / jnp.maximum(inverse, 1e-30), 0.0)
+    return mean, harmonic_mean, sums[-1] / count
 
 
 def population_moments(
-    positions: Array, shift: Array, dense: bool = False
-) -> tuple[Array, Array]:
+    positions: Array, shift: Array, dense: bool = False, extra: Array | None = None
+) -> tuple[Array, ...]:
     """The mean and the variance (diagonal) or covariance (dense) of
     ``positions`` ``(n, d)``, ``n - 1`` in the denominator, from one sum over
     the particles of ``C = positions - shift`` and its squares (diagonal) or
     of the cross products of ``[C, 1]`` (dense). ``shift``: ``(d,)``, a point
-    within a few standard deviations of the mean.
+    within a few standard deviations of the mean. With ``extra`` ``(n, k)``,
+    its column sums too, from the same reduction, as a third value.
 
     A variance below the worst-case rounding of the sums of ``n`` terms,
     ``r (delta^2 + var)`` with ``r = min(n eps, 0.01)``, is returned as 0 (no
@@ -195,24 +218,30 @@ def population_moments(
     """
     n, d = positions.shape
     centred = positions - shift
+    with_extra = extra is not None
+    extra = jnp.zeros((n, 0)) if extra is None else extra
+    extra = extra.astype(centred.dtype)
     if dense:
-        augmented = jnp.concatenate([centred, jnp.ones((n, 1), centred.dtype)], 1)
+        ones = jnp.ones((n, 1), centred.dtype)
+        augmented = jnp.concatenate([centred, ones, extra], 1)
         products = augmented.T @ augmented
-        delta = products[-1, :d] / n
+        delta = products[d, :d] / n
         second = products[:d, :d]
         squares = jnp.diagonal(second)
+        extra_sums = products[d, d + 1 :]
     else:
-        sums = jnp.sum(jnp.concatenate([centred, centred**2], axis=1), axis=0)
-        delta, squares = sums[:d] / n, sums[d:]
+        sums = jnp.sum(jnp.concatenate([centred, centred**2, extra], axis=1), axis=0)
+        delta, squares, extra_sums = sums[:d] / n, sums[d : 2 * d], sums[2 * d :]
     denominator = max(n - 1, 1)
     var = (squares - n * delta**2) / denominator
     rounding = min(n * float(jnp.finfo(positions.dtype).eps), 0.01)
     var = jnp.where(var > rounding * (delta**2 + jnp.abs(var)), var, 0.0)
-    if not dense:
+    if dense:
+        cov = (second - n * jnp.outer(delta, delta)) / denominator
+        var = cov.at[jnp.diag_indices(d)].set(var)
+    if not with_extra:
         return shift + delta, var
-    cov = (second - n * jnp.outer(delta, delta)) / denominator
-    cov = cov.at[jnp.diag_indices(d)].set(var)
-    return shift + delta, cov
+    return shift + delta, var, extra_sums
 
 
 def shrunk_inv_mass(moments: Array, num_particles: int, previous: Array) -> Array:

@@ -498,18 +498,29 @@ def _replace_stragglers(key, state: SamplerState) -> SamplerState:
 def _adapt(
     state: SamplerState, options: SamplerOptions, moved: Array, at_target: Array
 ) -> SamplerState:
+    """The warmup's adaptation after iteration ``t``'s move: the step size
+    (every warmup iteration), the preconditioner (while tuning) and the
+    freezing of both (and of HMC's trajectory length) at the last warmup
+    iteration. The population sums both need come from one reduction (one
+    all-reduce for a population split over processes)."""
     t = state.iteration
     run_calendar = state.calendar
     in_warmup = t < run_calendar.num_warmup
+    particles = state.particles
+    terms = adaptation.acceptance_terms(
+        particles.accept_prob,
+        particles.diverging,
+        particles.log_step_ratio if options.local_step_size else None,
+        harmonic=options.hmc,
+    )
+    state, sums = _estimate_preconditioner(state, options, terms)
     step_size = state.step_size
-    step_size_before = step_size.log_step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
-        acceptance = jnp.mean(state.particles.accept_prob)
+        acceptance, harmonic, log_step_ratio = adaptation.acceptance_statistics(
+            sums, harmonic=options.hmc
+        )
         if options.hmc:
-            harmonic = adaptation.harmonic_mean_acceptance(
-                state.particles.accept_prob, state.particles.diverging
-            )
             acceptance = jnp.where(at_target, harmonic, acceptance)
         updated = adaptation.step_size_update(
             step_size,
@@ -522,18 +533,15 @@ def _adapt(
             # With local steps the acceptance is the selection's business: the
             # shared step follows the population's typical selected step.
             local = adaptation.step_size_update(
-                step_size,
-                jnp.mean(state.particles.log_step_ratio),
-                0.0,
-                LOCAL_STEP_GAIN,
-                window,
+                step_size, log_step_ratio, 0.0, LOCAL_STEP_GAIN, window
             )
             updated = _tree_where(at_target, local, updated)
         updated = _tree_where(in_warmup & moved, updated, step_size)
         frozen = updated._replace(
             log_step_size=jnp.log(adaptation.final_step_size(updated))
         )
-        step_size = _tree_where(t == run_calendar.num_warmup - 1, frozen, updated)
+        updated = _tree_where(t == run_calendar.num_warmup - 1, frozen, updated)
+        step_size = updated
     if options.hmc:
         trajectory = state.trajectory
         frozen = trajectory._replace(
@@ -542,51 +550,52 @@ def _adapt(
         state = state._replace(
             trajectory=_tree_where(t == run_calendar.num_warmup - 1, frozen, trajectory)
         )
-    n = state.particles.position.shape[0]
-    if options.adapt_inv_mass and n > 1:
-
-        def estimate(s):
-            x = target_position(s)
-            # The first estimate shifts by its own mean (the stored one is the
-            # centres'), the later ones by the previous estimate's: one sum
-            # over the particles (one all-reduce when they are split).
-            shift = jax.lax.cond(
-                t == run_calendar.num_anneal,
-                lambda: jnp.mean(x, axis=0),
-                lambda: s.position_mean,
-            )
-            mean, moments = adaptation.population_moments(x, shift, options.dense_mass)
-            inv_mass = adaptation.shrunk_inv_mass(moments, n, s.inv_mass)
-            low_rank = s.low_rank
-            if low_rank.eigen.shape[0] > 0:
-                inv_mass, low_rank = adaptation.low_rank_update(
-                    x, mean, moments, inv_mass, low_rank
-                )
-            return s._replace(
-                inv_mass=inv_mass.astype(s.inv_mass.dtype),
-                position_mean=mean,
-                low_rank=low_rank,
-            )
-
-        state = jax.lax.cond(
-            calendar.is_tuning(run_calendar, t), estimate, lambda s: s, state
-        )
-    if options.hmc and options.adapt_step_size:
-        # The annealing's MALA step (identity preconditioner), tiny where
-        # one coordinate is narrow, would cost the trajectories the
-        # max_leapfrog_steps cap while the updates grow it: at the first
-        # estimate it becomes the leapfrog step it matches.
-        converted = adaptation.leapfrog_step_from_mala(
-            jnp.exp(step_size_before), state.inv_mass
-        )
-        step_size = step_size._replace(
-            log_step_size=jnp.where(
-                in_warmup & (t == run_calendar.num_anneal),
-                jnp.log(converted).astype(step_size.log_step_size.dtype),
-                step_size.log_step_size,
-            )
-        )
     return state._replace(step_size=step_size)
+
+
+def _estimate_preconditioner(
+    state: SamplerState, options: SamplerOptions, terms: Array
+) -> tuple[SamplerState, Array]:
+    """While tuning, the preconditioner from the population's moments, and the
+    population sums of ``terms`` (``adaptation.acceptance_terms``), from the
+    same reduction; otherwise the state as it is and the sums alone."""
+    t = state.iteration
+    run_calendar = state.calendar
+    n = state.particles.position.shape[0]
+
+    def sums_only(s):
+        return s, jnp.sum(terms, axis=0)
+
+    if not options.adapt_inv_mass or n < 2:
+        return sums_only(state)
+
+    def estimate(s):
+        x = target_position(s)
+        # The first estimate shifts by its own mean (the stored one is the
+        # centres'), the later ones by the previous estimate's: one sum
+        # over the particles (one all-reduce when they are split).
+        shift = jax.lax.cond(
+            t == run_calendar.num_anneal,
+            lambda: jnp.mean(x, axis=0),
+            lambda: s.position_mean,
+        )
+        mean, moments, sums = adaptation.population_moments(
+            x, shift, options.dense_mass, terms
+        )
+        inv_mass = adaptation.shrunk_inv_mass(moments, n, s.inv_mass)
+        low_rank = s.low_rank
+        if low_rank.eigen.shape[0] > 0:
+            inv_mass, low_rank = adaptation.low_rank_update(
+                x, mean, moments, inv_mass, low_rank
+            )
+        state = s._replace(
+            inv_mass=inv_mass.astype(s.inv_mass.dtype),
+            position_mean=mean,
+            low_rank=low_rank,
+        )
+        return state, sums.astype(terms.dtype)
+
+    return jax.lax.cond(calendar.is_tuning(run_calendar, t), estimate, sums_only, state)
 
 
 def _multimodal(dim: int, options: SamplerOptions) -> tuple[bool, bool]:

@@ -136,20 +136,6 @@ def test_trajectory_update_ascends_and_averages_the_final_window():
     np.testing.assert_allclose(unchanged.log_length, state.log_length)
 
 
-def test_leapfrog_step_from_mala_is_set_by_the_narrowest_coordinate():
-    # MALA with step eps is one leapfrog step of size sqrt(2 eps); under a
-    # preconditioner of variances M_jj a step theta moves coordinate j by
-    # theta sqrt(M_jj), so the narrowest (0.25 here) sets theta. A dense
-    # preconditioner counts its diagonal.
-    variances = jnp.array([4.0, 0.25, 9.0])
-    theta = adaptation.leapfrog_step_from_mala(jnp.asarray(0.02), variances)
-    np.testing.assert_allclose(theta, np.sqrt(2 * 0.02 / 0.25), rtol=1e-6)
-    dense = jnp.diag(variances) + 0.1 * (1 - jnp.eye(3))
-    np.testing.assert_allclose(
-        adaptation.leapfrog_step_from_mala(jnp.asarray(0.02), dense), theta, rtol=1e-6
-    )
-
-
 def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
     accept = jnp.array([0.5, 1.0, 0.0, 0.25])
     diverging = jnp.array([False, False, True, False])

@@ -123,17 +123,23 @@ out["mode_fit_labels_diff"] = max_diff(
     fit(jax.random.PRNGKey(3), x, logdensity),
     fit(jax.random.PRNGKey(3), jax.device_get(x), jax.device_get(logdensity)),
 )
-# The preconditioner's moments of a split population: one all-reduce (of the
-# shifted sums), diagonal or dense.
+# The preconditioner's moments of a split population and the step size's
+# acceptance sums (HMC's: 4 columns): one all-reduce, diagonal or dense.
 from numpyro_dilation.core import adaptation
 
+accept = jax.nn.sigmoid(x[:, 0])
+terms = adaptation.acceptance_terms(accept, accept < 0.1, None, harmonic=True)
 out["moments_collectives"] = {}
+out["acceptance_sums_diff"] = []
 for dense in (False, True):
     moments = jax.jit(adaptation.population_moments, static_argnums=2)
-    text = moments.lower(x, jnp.zeros(3), dense).compile().as_text()
+    text = moments.lower(x, jnp.zeros(3), dense, terms).compile().as_text()
     out["moments_collectives"][str(dense)] = re.findall(
         r"= (\S+) (all-reduce|all-gather|all-to-all|collective-permute)\(", text
     )
+    sums = moments(x, jnp.zeros(3), dense, terms)[2]
+    direct = jnp.sum(jax.device_get(terms), 0)
+    out["acceptance_sums_diff"].append(max_diff(sums, direct))
 print("RESULT " + json.dumps(out))
 """
 
@@ -193,12 +199,14 @@ def test_uneven_split_warns_or_raises(four_devices):
     assert "shard_particles=True" in four_devices["uneven_error"]
 
 
-def test_preconditioner_moments_are_one_all_reduce(four_devices):
-    # mean and (co)variance from one sum over the particles: d + d floats
-    # diagonal, (d + 1)^2 dense (d = 3), nothing else communicated.
+def test_preconditioner_moments_and_acceptance_are_one_all_reduce(four_devices):
+    # mean and (co)variance from one sum over the particles, with the step
+    # size's 4 acceptance columns: d + d + 4 floats diagonal, (d + 1 + 4)^2
+    # dense (d = 3), nothing else communicated; the sums are the columns'.
     collectives = four_devices["moments_collectives"]
-    assert collectives["False"] == [["f64[6]{0}", "all-reduce"]]
-    assert collectives["True"] == [["f64[4,4]{1,0}", "all-reduce"]]
+    assert collectives["False"] == [["f64[10]{0}", "all-reduce"]]
+    assert collectives["True"] == [["f64[8,8]{1,0}", "all-reduce"]]
+    assert max(four_devices["acceptance_sums_diff"]) < 1e-12
 
 
 def test_a_mode_fit_reduces_and_gathers_nothing_particle_sized(four_devices):
