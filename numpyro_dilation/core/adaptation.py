@@ -57,23 +57,14 @@ with Adam without momentum (``beta_2 = 0.95``), each update clipped to
     s_{t+1} = b s_t + (1 - b) g^2
     log T_{t+1} = log T_t + lr g / sqrt(s_{t+1} / (1 - b^(t+1)))
 
-The trajectories use ``min(max(T, F), 2 F)`` with ``F = pi sqrt(lambda_max)``,
-``lambda_max`` the largest eigenvalue of the population's covariance in
-whitened coordinates (power iteration), half the period ``2 pi
-sqrt(lambda_max)`` of its slowest direction under the Gaussian approximation:
-
-* the floor ``F``: jittered by ``u ~ U(0, 1)``, the mean length is at least a
-  quarter period of the slowest direction, which ChEES, dominated by the bulk
-  of the directions, under-serves (the length floor of
-  blackjax.adaptation.chees_adaptation);
-* the cap ``2 F``, one full period: jittered lengths ``u T`` then cover every
-  phase of every direction of the Gaussian approximation, so a longer ``T``
-  buys nothing there, while on a curved target ChEES can keep ascending (on
-  the banana of the benchmarks ``T`` reached 11 ``F`` at the 256-step cap).
-
-Neither bound is fed back into ``log T``. HMC's step size follows the
-harmonic mean of the acceptance probabilities (``harmonic_mean_acceptance``),
-as ChEES does.
+The trajectories use ``max(T, pi sqrt(lambda_max))``, ``lambda_max`` the
+largest eigenvalue of the population's covariance in whitened coordinates
+(power iteration): jittered by ``u ~ U(0, 1)``, their mean length is at least
+a quarter period ``(pi / 2) sqrt(lambda_max)`` of the slowest direction, which
+ChEES, dominated by the bulk of the directions, under-serves (the length floor
+of blackjax.adaptation.chees_adaptation; the floor is not fed back into
+``log T``). HMC's step size follows the harmonic mean of the acceptance
+probabilities (``harmonic_mean_acceptance``), as ChEES does.
 """
 
 from typing import NamedTuple
@@ -357,11 +348,8 @@ def length_floor(
 
 
 def trajectory_length(state: TrajectoryState) -> Array:
-    """The length the trajectories use: ``min(max(T, floor), 2 floor)``, ``T``
-    itself before the first floor."""
-    length = jnp.exp(state.log_length)
-    floor = state.floor
-    return jnp.where(floor > 0, jnp.clip(length, floor, 2 * floor), length)
+    """The length the trajectories use: ``max(T, floor)``."""
+    return jnp.maximum(jnp.exp(state.log_length), state.floor)
 
 
 def chees_gradient(
