@@ -151,7 +151,8 @@ def harmonic_mean_acceptance(accept_prob: Array, diverging: Array) -> Array:
     trajectories fail hide behind a body that accepts nearly everything.
     """
     terms = acceptance_terms(accept_prob, diverging, None, harmonic=True)
-    return acceptance_statistics(jnp.sum(terms, 0), harmonic=True)[1]
+    n = accept_prob.shape[0]
+    return acceptance_statistics(jnp.sum(terms, 0), n, harmonic=True)[1]
 
 
 def acceptance_terms(
@@ -161,12 +162,12 @@ def acceptance_terms(
     harmonic: bool = False,
 ) -> Array:
     """Per-particle columns ``(n, k)`` whose sums over the population give the
-    step size's statistics (:func:`acceptance_statistics`): ``1``, ``a_i``;
-    with ``harmonic``, ``1{kept} / a_i`` and ``1{kept}`` (kept: the move did not
+    step size's statistics (:func:`acceptance_statistics`): ``a_i``; with
+    ``harmonic``, ``1{kept} / a_i`` and ``1{kept}`` (kept: the move did not
     diverge); with a ``log_step_ratio``, it. Summed in the reduction of the
     preconditioner's moments (``population_moments(..., extra=)``), they cost a
     split population no all-reduce of their own."""
-    columns = [jnp.ones_like(accept_prob), accept_prob]
+    columns = [accept_prob]
     if harmonic:
         kept = (~diverging).astype(accept_prob.dtype)
         columns += [kept / jnp.maximum(accept_prob, 1e-30), kept]
@@ -176,19 +177,19 @@ def acceptance_terms(
 
 
 def acceptance_statistics(
-    sums: Array, harmonic: bool = False
+    sums: Array, num_particles: int, harmonic: bool = False
 ) -> tuple[Array, Array, Array]:
-    """From the population sums of :func:`acceptance_terms` (same flags): the
-    mean acceptance, the harmonic mean acceptance (0 without ``harmonic``, or
-    when every move diverged) and the mean of the last column (the log step
-    ratio, when given; else the mean acceptance again)."""
-    count = sums[0]
-    mean = sums[1] / count
+    """From the sums of :func:`acceptance_terms` (same flags) over
+    ``num_particles`` particles: the mean acceptance, the harmonic mean
+    acceptance (0 without ``harmonic``, or when every move diverged) and the
+    mean of the last column (the log step ratio, when given; else the mean
+    acceptance again)."""
+    mean = sums[0] / num_particles
     harmonic_mean = jnp.zeros_like(mean)
     if harmonic:
-        inverse, kept = sums[2], sums[3]
+        inverse, kept = sums[1], sums[2]
         harmonic_mean = jnp.where(kept > 0, kept / jnp.maximum(inverse, 1e-30), 0.0)
-    return mean, harmonic_mean, sums[-1] / count
+    return mean, harmonic_mean, sums[-1] / num_particles
 
 
 def population_moments(
