@@ -64,7 +64,7 @@ a quarter period ``(pi / 2) sqrt(lambda_max)`` of the slowest direction, which
 ChEES, dominated by the bulk of the directions, under-serves (the length floor
 of blackjax.adaptation.chees_adaptation; the floor is not fed back into
 ``log T``). HMC's step size follows the harmonic mean of the acceptance
-probabilities (``harmonic_mean_acceptance``), as ChEES does.
+probabilities (``acceptance_statistics``), as ChEES does.
 """
 
 from typing import NamedTuple
@@ -81,7 +81,6 @@ __all__ = [
     "step_size_init",
     "step_size_update",
     "final_step_size",
-    "harmonic_mean_acceptance",
     "acceptance_terms",
     "acceptance_statistics",
     "population_moments",
@@ -141,20 +140,6 @@ def final_step_size(state: StepSizeState) -> Array:
     return _exp_window_mean(state.log_step_size, state.log_step_size_sum, state.count)
 
 
-def harmonic_mean_acceptance(accept_prob: Array, diverging: Array) -> Array:
-    """``1 / mean(1 / a_i)`` over the particles whose move did not diverge (0
-    when none is left; about 0 when one accepted nothing).
-
-    HMC's step size follows it (ChEES, Hoffman, Radul, Sountsov 2021;
-    as blackjax.adaptation.chees_adaptation): it is small as soon as a few
-    particles accept little, where the arithmetic mean lets a tail whose
-    trajectories fail hide behind a body that accepts nearly everything.
-    """
-    terms = acceptance_terms(accept_prob, diverging, None, harmonic=True)
-    n = accept_prob.shape[0]
-    return acceptance_statistics(jnp.sum(terms, 0), n, harmonic=True)[1]
-
-
 def acceptance_terms(
     accept_prob: Array,
     diverging: Array,
@@ -181,9 +166,16 @@ def acceptance_statistics(
 ) -> tuple[Array, Array, Array]:
     """From the sums of :func:`acceptance_terms` (same flags) over
     ``num_particles`` particles: the mean acceptance, the harmonic mean
-    acceptance (0 without ``harmonic``, or when every move diverged) and the
-    mean of the last column (the log step ratio, when given; else the mean
-    acceptance again)."""
+    acceptance ``1 / mean(1 / a_i)`` over the moves that did not diverge (0
+    without ``harmonic`` or when every move diverged; about 0 when one accepted
+    nothing) and the mean of the last column (the log step ratio, when given;
+    else the mean acceptance again).
+
+    HMC's step size follows the harmonic mean (ChEES, Hoffman, Radul, Sountsov
+    2021; as blackjax.adaptation.chees_adaptation): it is small as soon as a
+    few particles accept little, where the arithmetic mean lets a tail whose
+    trajectories fail hide behind a body that accepts nearly everything.
+    """
     mean = sums[0] / num_particles
     harmonic_mean = jnp.zeros_like(mean)
     if harmonic:

@@ -512,6 +512,8 @@ def _adapt(
         particles.log_step_ratio if options.local_step_size else None,
         harmonic=options.hmc,
     )
+    if not options.adapt_step_size:
+        terms = terms[:, :0]  # a fixed step needs no acceptance sums
     state, sums = _estimate_preconditioner(state, options, terms)
     step_size = state.step_size
     if options.adapt_step_size:

@@ -139,12 +139,17 @@ def test_trajectory_update_ascends_and_averages_the_final_window():
 def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
     accept = jnp.array([0.5, 1.0, 0.0, 0.25])
     diverging = jnp.array([False, False, True, False])
+
+    def harmonic(diverging):
+        terms = adaptation.acceptance_terms(accept, diverging, None, harmonic=True)
+        return adaptation.acceptance_statistics(jnp.sum(terms, 0), 4, True)[1]
+
     # 1 / mean(2, 1, 4) over the three that did not diverge.
-    value = adaptation.harmonic_mean_acceptance(accept, diverging)
+    value = harmonic(diverging)
     np.testing.assert_allclose(value, 3 / 7, rtol=1e-6)
     # Far below the arithmetic mean (7 / 12) when a few accept little.
     assert float(value) < float(jnp.mean(accept[~diverging]))
-    assert float(adaptation.harmonic_mean_acceptance(accept, ~diverging | True)) == 0
+    assert float(harmonic(~diverging | True)) == 0
 
 
 def test_length_floor_is_a_quarter_period_of_the_widest_direction():
