@@ -284,15 +284,12 @@ def test_hmc_step_is_exact_on_a_correlated_gaussian_and_counts_its_gradients():
     )
     # The trajectories are at least a quarter period of the widest whitened
     # direction at the mean jitter (adaptation.length_floor): pi sqrt(lambda_max)
-    # of the correlation matrix (the diagonal preconditioner whitens to it),
-    # and at most twice that (a full period). The population's lambda_max from
-    # 256 particles has relative sd about sqrt(2 / 256) = 9%: three of them
-    # allowed either way.
+    # of the correlation matrix (the diagonal preconditioner whitens to it). The
+    # population's lambda_max from 256 particles has relative sd about
+    # sqrt(2 / 256) = 9%: three of them allowed.
     corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
     length = float(adaptation.trajectory_length(pop.trajectory))
-    lambda_max = np.linalg.eigvalsh(corr)[-1]
-    assert np.pi * np.sqrt(0.73 * lambda_max) <= length
-    assert length <= 2 * np.pi * np.sqrt(1.27 * lambda_max)
+    assert length >= np.pi * np.sqrt(0.73 * np.linalg.eigvalsh(corr)[-1])
     assert length > 2 * float(jnp.exp(pop.step_size.log_step_size))
 
 

@@ -57,23 +57,14 @@ with Adam without momentum (``beta_2 = 0.95``), each update clipped to
     s_{t+1} = b s_t + (1 - b) g^2
     log T_{t+1} = log T_t + lr g / sqrt(s_{t+1} / (1 - b^(t+1)))
 
-The trajectories use ``min(max(T, F), 2 F)`` with ``F = pi sqrt(lambda_max)``,
-``lambda_max`` the largest eigenvalue of the population's covariance in
-whitened coordinates (power iteration), half the period ``2 pi
-sqrt(lambda_max)`` of its slowest direction under the Gaussian approximation:
-
-* the floor ``F``: jittered by ``u ~ U(0, 1)``, the mean length is at least a
-  quarter period of the slowest direction, which ChEES, dominated by the bulk
-  of the directions, under-serves (the length floor of
-  blackjax.adaptation.chees_adaptation);
-* the cap ``2 F``, one full period: jittered lengths ``u T`` then cover every
-  phase of every direction of the Gaussian approximation, so a longer ``T``
-  buys nothing there, while on a curved target ChEES can keep ascending (on
-  the banana of the benchmarks ``T`` reached 11 ``F`` at the 256-step cap).
-
-Neither bound is fed back into ``log T``. HMC's step size follows the
-harmonic mean of the acceptance probabilities (``harmonic_mean_acceptance``),
-as ChEES does.
+The trajectories use ``max(T, pi sqrt(lambda_max))``, ``lambda_max`` the
+largest eigenvalue of the population's covariance in whitened coordinates
+(power iteration): jittered by ``u ~ U(0, 1)``, their mean length is at least
+a quarter period ``(pi / 2) sqrt(lambda_max)`` of the slowest direction, which
+ChEES, dominated by the bulk of the directions, under-serves (the length floor
+of blackjax.adaptation.chees_adaptation; the floor is not fed back into
+``log T``). HMC's step size follows the harmonic mean of the acceptance
+probabilities (``acceptance_statistics``), as ChEES does.
 """
 
 from typing import NamedTuple
@@ -90,7 +81,6 @@ __all__ = [
     "step_size_init",
     "step_size_update",
     "final_step_size",
-    "harmonic_mean_acceptance",
     "acceptance_terms",
     "acceptance_statistics",
     "population_moments",
@@ -150,19 +140,6 @@ def final_step_size(state: StepSizeState) -> Array:
     return _exp_window_mean(state.log_step_size, state.log_step_size_sum, state.count)
 
 
-def harmonic_mean_acceptance(accept_prob: Array, diverging: Array) -> Array:
-    """``1 / mean(1 / a_i)`` over the particles whose move did not diverge (0
-    when none is left; about 0 when one accepted nothing).
-
-    HMC's step size follows it (ChEES, Hoffman, Radul, Sountsov 2021;
-    as blackjax.adaptation.chees_adaptation): it is small as soon as a few
-    particles accept little, where the arithmetic mean lets a tail whose
-    trajectories fail hide behind a body that accepts nearly everything.
-    """
-    terms = acceptance_terms(accept_prob, diverging, None, harmonic=True)
-    return acceptance_statistics(jnp.sum(terms, 0), harmonic=True)[1]
-
-
 def acceptance_terms(
     accept_prob: Array,
     diverging: Array,
@@ -170,12 +147,12 @@ def acceptance_terms(
     harmonic: bool = False,
 ) -> Array:
     """Per-particle columns ``(n, k)`` whose sums over the population give the
-    step size's statistics (:func:`acceptance_statistics`): ``1``, ``a_i``;
-    with ``harmonic``, ``1{kept} / a_i`` and ``1{kept}`` (kept: the move did not
+    step size's statistics (:func:`acceptance_statistics`): ``a_i``; with
+    ``harmonic``, ``1{kept} / a_i`` and ``1{kept}`` (kept: the move did not
     diverge); with a ``log_step_ratio``, it. Summed in the reduction of the
     preconditioner's moments (``population_moments(..., extra=)``), they cost a
     split population no all-reduce of their own."""
-    columns = [jnp.ones_like(accept_prob), accept_prob]
+    columns = [accept_prob]
     if harmonic:
         kept = (~diverging).astype(accept_prob.dtype)
         columns += [kept / jnp.maximum(accept_prob, 1e-30), kept]
@@ -185,19 +162,26 @@ def acceptance_terms(
 
 
 def acceptance_statistics(
-    sums: Array, harmonic: bool = False
+    sums: Array, num_particles: int, harmonic: bool = False
 ) -> tuple[Array, Array, Array]:
-    """From the population sums of :func:`acceptance_terms` (same flags): the
-    mean acceptance, the harmonic mean acceptance (0 without ``harmonic``, or
-    when every move diverged) and the mean of the last column (the log step
-    ratio, when given; else the mean acceptance again)."""
-    count = sums[0]
-    mean = sums[1] / count
+    """From the sums of :func:`acceptance_terms` (same flags) over
+    ``num_particles`` particles: the mean acceptance, the harmonic mean
+    acceptance ``1 / mean(1 / a_i)`` over the moves that did not diverge (0
+    without ``harmonic`` or when every move diverged; about 0 when one accepted
+    nothing) and the mean of the last column (the log step ratio, when given;
+    else the mean acceptance again).
+
+    HMC's step size follows the harmonic mean (ChEES, Hoffman, Radul, Sountsov
+    2021; as blackjax.adaptation.chees_adaptation): it is small as soon as a
+    few particles accept little, where the arithmetic mean lets a tail whose
+    trajectories fail hide behind a body that accepts nearly everything.
+    """
+    mean = sums[0] / num_particles
     harmonic_mean = jnp.zeros_like(mean)
     if harmonic:
-        inverse, kept = sums[2], sums[3]
+        inverse, kept = sums[1], sums[2]
         harmonic_mean = jnp.where(kept > 0, kept / jnp.maximum(inverse, 1e-30), 0.0)
-    return mean, harmonic_mean, sums[-1] / count
+    return mean, harmonic_mean, sums[-1] / num_particles
 
 
 def population_moments(
@@ -357,11 +341,8 @@ def length_floor(
 
 
 def trajectory_length(state: TrajectoryState) -> Array:
-    """The length the trajectories use: ``min(max(T, floor), 2 floor)``, ``T``
-    itself before the first floor."""
-    length = jnp.exp(state.log_length)
-    floor = state.floor
-    return jnp.where(floor > 0, jnp.clip(length, floor, 2 * floor), length)
+    """The length the trajectories use: ``max(T, floor)``."""
+    return jnp.maximum(jnp.exp(state.log_length), state.floor)
 
 
 def chees_gradient(

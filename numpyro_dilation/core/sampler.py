@@ -20,9 +20,8 @@ every iteration at which something happens is read from the run's
 With ``options.hmc`` every Langevin move at ``l = 1`` (tuning and sampling) is
 an exact HMC trajectory instead (``core.hmc``): ``n = ceil(u_t T / eps)``
 leapfrog steps shared by the population, ``u_t`` the quasi-random jitter of
-iteration ``t``, ``T`` tuned by ChEES while tuning, kept between ``pi
-sqrt(lambda_max)`` and twice that (half and one period of the whitened
-population's slowest direction), and frozen (its final-window
+iteration ``t``, ``T`` tuned by ChEES while tuning, floored at ``pi
+sqrt(lambda_max)`` of the whitened population, and frozen (its final-window
 mean) with ``eps``, which follows the harmonic mean acceptance there
 (``core.adaptation``). ``T`` starts at 1: in the coordinates the preconditioner
 whitens, the Hamiltonian flow of a Gaussian has period ``2 pi`` whatever its
@@ -513,12 +512,14 @@ def _adapt(
         particles.log_step_ratio if options.local_step_size else None,
         harmonic=options.hmc,
     )
+    if not options.adapt_step_size:
+        terms = terms[:, :0]  # a fixed step needs no acceptance sums
     state, sums = _estimate_preconditioner(state, options, terms)
     step_size = state.step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
         acceptance, harmonic, log_step_ratio = adaptation.acceptance_statistics(
-            sums, harmonic=options.hmc
+            sums, particles.accept_prob.shape[0], harmonic=options.hmc
         )
         if options.hmc:
             acceptance = jnp.where(at_target, harmonic, acceptance)
@@ -540,8 +541,7 @@ def _adapt(
         frozen = updated._replace(
             log_step_size=jnp.log(adaptation.final_step_size(updated))
         )
-        updated = _tree_where(t == run_calendar.num_warmup - 1, frozen, updated)
-        step_size = updated
+        step_size = _tree_where(t == run_calendar.num_warmup - 1, frozen, updated)
     if options.hmc:
         trajectory = state.trajectory
         frozen = trajectory._replace(

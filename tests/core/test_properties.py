@@ -625,7 +625,7 @@ def test_acceptance_statistics_from_the_moments_reduction(dense):
     terms = adaptation.acceptance_terms(accept, diverging, ratio, harmonic=True)
     mean, moments, sums = adaptation.population_moments(x, jnp.zeros(3), dense, terms)
     arithmetic, harmonic, log_ratio = adaptation.acceptance_statistics(
-        sums, harmonic=True
+        sums, 256, harmonic=True
     )
     kept = np.asarray(accept)[~np.asarray(diverging)]
     np.testing.assert_allclose(arithmetic, np.mean(accept), rtol=1e-5)
@@ -640,7 +640,9 @@ def test_acceptance_statistics_from_the_moments_reduction(dense):
     # Without the harmonic columns the harmonic mean is 0; the last column's
     # mean is then the acceptance's.
     terms = adaptation.acceptance_terms(accept, diverging, None)
-    arithmetic, harmonic, last = adaptation.acceptance_statistics(jnp.sum(terms, 0))
+    arithmetic, harmonic, last = adaptation.acceptance_statistics(
+        jnp.sum(terms, 0), 256
+    )
     assert float(harmonic) == 0.0
     np.testing.assert_allclose(last, arithmetic, rtol=1e-6)
 

@@ -124,7 +124,7 @@ out["mode_fit_labels_diff"] = max_diff(
     fit(jax.random.PRNGKey(3), jax.device_get(x), jax.device_get(logdensity)),
 )
 # The preconditioner's moments of a split population and the step size's
-# acceptance sums (HMC's: 4 columns): one all-reduce, diagonal or dense.
+# acceptance sums (HMC's: 3 columns): one all-reduce, diagonal or dense.
 from numpyro_dilation.core import adaptation
 
 accept = jax.nn.sigmoid(x[:, 0])
@@ -201,11 +201,11 @@ def test_uneven_split_warns_or_raises(four_devices):
 
 def test_preconditioner_moments_and_acceptance_are_one_all_reduce(four_devices):
     # mean and (co)variance from one sum over the particles, with the step
-    # size's 4 acceptance columns: d + d + 4 floats diagonal, (d + 1 + 4)^2
+    # size's 3 acceptance columns: d + d + 3 floats diagonal, (d + 1 + 3)^2
     # dense (d = 3), nothing else communicated; the sums are the columns'.
     collectives = four_devices["moments_collectives"]
-    assert collectives["False"] == [["f64[10]{0}", "all-reduce"]]
-    assert collectives["True"] == [["f64[8,8]{1,0}", "all-reduce"]]
+    assert collectives["False"] == [["f64[9]{0}", "all-reduce"]]
+    assert collectives["True"] == [["f64[7,7]{1,0}", "all-reduce"]]
     assert max(four_devices["acceptance_sums_diff"]) < 1e-12
 
 
