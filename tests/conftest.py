@@ -12,15 +12,27 @@ from numpyro_dilation import compile_cache
 
 # JAX's persistent compilation cache in a folder of this session's own: a
 # program that several tests build (same model, shapes and options) compiles
-# once; every session starts empty, so nothing is reused from an earlier one.
-# The CLI's default cache (tests call its main) is this folder too.
-_CACHE = tempfile.mkdtemp(prefix="numpyro-dilation-test-xla-")
+# once, whichever xdist worker builds it first; every session starts empty, so
+# nothing is reused from an earlier one. The process that makes the folder
+# (the xdist controller, or a plain pytest process) exports it before any
+# worker starts, and the workers, which inherit the environment, share it. The
+# CLI's default cache (tests call its main) is this folder too. A size limit
+# makes JAX lock each read and write of the folder (``filelock``), so that
+# one worker never reads a program another is still writing; 4 GiB is far
+# above what a session writes, so nothing is evicted.
+_SHARED = "NUMPYRO_DILATION_TEST_CACHE"
+_OWNER = _SHARED not in os.environ
+if _OWNER:
+    os.environ[_SHARED] = tempfile.mkdtemp(prefix="numpyro-dilation-test-xla-")
+_CACHE = os.environ[_SHARED]
 os.environ[compile_cache.ENVIRONMENT_VARIABLE] = _CACHE
 compile_cache.enable(_CACHE)
+jax.config.update("jax_compilation_cache_max_size", 4 << 30)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_CACHE, ignore_errors=True)
+    if _OWNER:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -15,9 +15,10 @@ Modules: ``dilation_path`` (the path and its score), ``level_schedule`` (its
 levels), ``calendar`` (every warmup phase and event), ``options``,
 ``langevin`` (MALA/ULA steps), ``hmc`` (HMC trajectories), ``autostep``
 (per-particle step sizes), ``preconditioner``, ``adaptation`` (step size,
-population preconditioner), ``stragglers``, ``sampler`` (one iteration of the
-population), ``sharding`` (the particle axis over devices), ``cpu_lapack``
-(jaxlib < 0.11 CPU workaround) and ``multimodal`` (modes, jumps, rebalancing).
+population preconditioner), ``stragglers``, ``draws`` (population-sized random
+draws), ``sampler`` (one iteration of the population), ``sharding`` (the
+particle axis over devices), ``cpu_lapack`` (jaxlib < 0.11 CPU workaround)
+and ``multimodal`` (modes, jumps, rebalancing).
 """
 
 from numpyro_dilation.core.calendar import Calendar, build_calendar

@@ -77,6 +77,7 @@ from numpyro_dilation.core import (
     autostep,
     calendar,
     dilation_path,
+    draws,
     hmc,
     langevin,
     stragglers,
@@ -308,7 +309,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     precond = make_preconditioner(state.inv_mass, state.low_rank)
     key_noise, key_accept = jax.random.split(key)
     y = particles.position
-    z = jax.random.normal(key_noise, y.shape, y.dtype)
+    z = draws.normal(key_noise, y.shape, y.dtype)
     log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
     use_hmc = at_target and options.hmc
     local = at_target and options.local_step_size
@@ -325,7 +326,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     if local:
         # Two uniforms per particle for its acceptance band, from a key of
         # their own (the other draws are those of the shared step).
-        band = jax.random.uniform(jax.random.fold_in(key, 2), (y.shape[0], 2), y.dtype)
+        band = draws.uniform(jax.random.fold_in(key, 2), (y.shape[0], 2), y.dtype)
         new, info = autostep.step_from_noise(
             z,
             log_uniform,

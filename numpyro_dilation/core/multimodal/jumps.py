@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from numpyro_dilation.core import langevin
+from numpyro_dilation.core import draws, langevin
 from numpyro_dilation.core.multimodal import mixture_fit
 from numpyro_dilation.core.multimodal.mixture_fit import GaussianMixture, map_particles
 
@@ -154,8 +154,8 @@ def step(
     n, d = state.position.shape
     dtype = state.position.dtype
     key_u, key_z, key_acc = jax.random.split(key, 3)
-    u = jax.random.uniform(key_u, (n, 3), dtype)
-    z = jax.random.normal(key_z, (n, d), dtype)
+    u = draws.uniform(key_u, (n, 3), dtype)
+    z = draws.normal(key_z, (n, d), dtype)
     new, one, j = jax.vmap(
         lambda x, u, z: propose(mixture, marginals, x, u, z, coordinate_prob)
     )(state.position, u, z)

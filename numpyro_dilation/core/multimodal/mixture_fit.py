@@ -19,6 +19,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.scipy.special import logsumexp
 
+from numpyro_dilation.core import draws
+
 __all__ = [
     "GaussianMixture",
     "component_logpdf",
@@ -73,11 +75,17 @@ def transform(mixture: GaussianMixture, u: Array, z: Array) -> Array:
     return mixture.means[k] + mixture.scales[k] * z
 
 
-def sample(key: Array, mixture: GaussianMixture) -> Array:
-    """One draw: ``k ~ a``, then ``x = mu_k + s_k * z`` with ``z ~ N(0, I)``."""
+def sample(key: Array, mixture: GaussianMixture, num: int) -> Array:
+    """``num`` draws: ``k ~ a``, then ``x = mu_k + s_k * z`` with ``z ~ N(0, I)``.
+
+    The uniforms and the noise of all draws come from one call each
+    (``core.draws``), not from one key per draw.
+    """
     key_u, key_z = jax.random.split(key)
-    z = jax.random.normal(key_z, mixture.means.shape[1:], mixture.means.dtype)
-    return transform(mixture, jax.random.uniform(key_u, dtype=z.dtype), z)
+    dtype = mixture.means.dtype
+    z = draws.normal(key_z, (num, mixture.means.shape[1]), dtype)
+    u = jax.random.uniform(key_u, (num,), dtype)
+    return jax.vmap(lambda ui, zi: transform(mixture, ui, zi))(u, z)
 
 
 def pick_row(x: Array, index: Array) -> Array:

@@ -57,9 +57,7 @@ def estimate_mode_masses(
     """
     q = modes.proposal(mode_set)
     k = mode_set.mode_of.shape[0]
-    draws = jax.vmap(lambda kk: mixture_fit.sample(kk, q))(
-        jax.random.split(key, num_draws)
-    )
+    draws = mixture_fit.sample(key, q, num_draws)
     log_q = map_particles(
         lambda x: mixture_fit.logpdf(q, x), draws, num_components=2 * k
     )
