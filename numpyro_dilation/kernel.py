@@ -370,7 +370,11 @@ class DilationKernel(MCMCKernel):
                 "dense over every latent site; pass dense_mass=True for a dense "
                 "one (it needs num_chains well above the dimension)."
             )
-        if int(low_rank_mass) != low_rank_mass or low_rank_mass < 0:
+        if (
+            isinstance(low_rank_mass, bool)
+            or int(low_rank_mass) != low_rank_mass
+            or low_rank_mass < 0
+        ):
             raise ValueError(
                 f"low_rank_mass must be a non-negative integer (the number of "
                 f"directions the diagonal preconditioner also whitens; 0: none), "

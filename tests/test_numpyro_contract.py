@@ -219,6 +219,9 @@ def test_low_rank_mass_is_checked():
         DilationKernel(normal_mean_model, low_rank_mass=-1)
     with pytest.raises(ValueError, match="low_rank_mass must be a non-negative"):
         DilationKernel(normal_mean_model, low_rank_mass=1.5)
+    # A bool is not a count of directions (True would silently mean 1).
+    with pytest.raises(ValueError, match="got True"):
+        DilationKernel(normal_mean_model, low_rank_mass=True)
     with pytest.raises(ValueError, match="pass one of them"):
         DilationKernel(normal_mean_model, dense_mass=True, low_rank_mass=2)
 

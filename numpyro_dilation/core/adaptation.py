@@ -162,26 +162,34 @@ def acceptance_terms(
 
 
 def acceptance_statistics(
-    sums: Array, num_particles: int, harmonic: bool = False
+    sums: Array, num_particles: int, harmonic: bool = False, local: bool = False
 ) -> tuple[Array, Array, Array]:
-    """From the sums of :func:`acceptance_terms` (same flags) over
-    ``num_particles`` particles: the mean acceptance, the harmonic mean
-    acceptance ``1 / mean(1 / a_i)`` over the moves that did not diverge (0
-    without ``harmonic`` or when every move diverged; about 0 when one accepted
-    nothing) and the mean of the last column (the log step ratio, when given;
-    else the mean acceptance again).
+    """From the sums of :func:`acceptance_terms` (same flags: ``harmonic``, and
+    ``local`` when a log step ratio was given) over ``num_particles``
+    particles: the mean acceptance, the harmonic mean acceptance
+    ``1 / mean(1 / a_i)`` over the moves that did not diverge (0 without
+    ``harmonic`` or when every move diverged; about 0 when one accepted
+    nothing) and the mean log step ratio (0 without ``local``).
 
     HMC's step size follows the harmonic mean (ChEES, Hoffman, Radul, Sountsov
     2021; as blackjax.adaptation.chees_adaptation): it is small as soon as a
     few particles accept little, where the arithmetic mean lets a tail whose
     trajectories fail hide behind a body that accepts nearly everything.
     """
+    expected = 1 + 2 * harmonic + local
+    if sums.shape[-1] != expected:
+        raise ValueError(
+            f"acceptance_statistics(harmonic={harmonic}, local={local}) needs the "
+            f"{expected} columns of acceptance_terms with the same flags, got "
+            f"{sums.shape[-1]}."
+        )
     mean = sums[0] / num_particles
     harmonic_mean = jnp.zeros_like(mean)
     if harmonic:
         inverse, kept = sums[1], sums[2]
         harmonic_mean = jnp.where(kept > 0, kept / jnp.maximum(inverse, 1e-30), 0.0)
-    return mean, harmonic_mean, sums[-1] / num_particles
+    log_step_ratio = sums[-1] / num_particles if local else jnp.zeros_like(mean)
+    return mean, harmonic_mean, log_step_ratio
 
 
 def population_moments(

@@ -520,7 +520,10 @@ def _adapt(
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
         acceptance, harmonic, log_step_ratio = adaptation.acceptance_statistics(
-            sums, particles.accept_prob.shape[0], harmonic=options.hmc
+            sums,
+            particles.accept_prob.shape[0],
+            harmonic=options.hmc,
+            local=options.local_step_size,
         )
         if options.hmc:
             acceptance = jnp.where(at_target, harmonic, acceptance)

@@ -625,7 +625,7 @@ def test_acceptance_statistics_from_the_moments_reduction(dense):
     terms = adaptation.acceptance_terms(accept, diverging, ratio, harmonic=True)
     mean, moments, sums = adaptation.population_moments(x, jnp.zeros(3), dense, terms)
     arithmetic, harmonic, log_ratio = adaptation.acceptance_statistics(
-        sums, 256, harmonic=True
+        sums, 256, harmonic=True, local=True
     )
     kept = np.asarray(accept)[~np.asarray(diverging)]
     np.testing.assert_allclose(arithmetic, np.mean(accept), rtol=1e-5)
@@ -637,14 +637,16 @@ def test_acceptance_statistics_from_the_moments_reduction(dense):
     plain = adaptation.population_moments(x, jnp.zeros(3), dense)
     np.testing.assert_allclose(mean, plain[0], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(moments, plain[1], rtol=1e-5, atol=1e-5)
-    # Without the harmonic columns the harmonic mean is 0; the last column's
-    # mean is then the acceptance's.
+    # Without the harmonic and ratio columns both of those are 0; flags that
+    # do not match the columns are refused.
     terms = adaptation.acceptance_terms(accept, diverging, None)
-    arithmetic, harmonic, last = adaptation.acceptance_statistics(
+    arithmetic, harmonic, log_ratio = adaptation.acceptance_statistics(
         jnp.sum(terms, 0), 256
     )
-    assert float(harmonic) == 0.0
-    np.testing.assert_allclose(last, arithmetic, rtol=1e-6)
+    np.testing.assert_allclose(arithmetic, np.mean(accept), rtol=1e-5)
+    assert float(harmonic) == 0.0 and float(log_ratio) == 0.0
+    with pytest.raises(ValueError, match="local=True"):
+        adaptation.acceptance_statistics(jnp.sum(terms, 0), 256, local=True)
 
 
 def test_low_rank_update_finds_a_wide_direction_above_the_noise():
