@@ -5,6 +5,7 @@ import os
 import shutil
 import tempfile
 
+import filelock  # noqa: F401  (the locked cache below needs it: the test extras)
 import jax
 import pytest
 
