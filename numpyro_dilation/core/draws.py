@@ -21,13 +21,15 @@ from jax import Array
 __all__ = ["normal", "uniform"]
 
 
+def _flat(sample, key: Array, shape: tuple[int, ...], dtype) -> Array:
+    return sample(key, (math.prod(shape),), dtype).reshape(shape)
+
+
 def normal(key: Array, shape: tuple[int, ...], dtype=float) -> Array:
     """Standard normal draws of ``shape``: ``jax.random.normal(key, shape)``."""
-    flat = jax.random.normal(key, (math.prod(shape),), dtype)
-    return flat.reshape(shape)
+    return _flat(jax.random.normal, key, shape, dtype)
 
 
 def uniform(key: Array, shape: tuple[int, ...], dtype=float) -> Array:
     """Uniform ``[0, 1)`` draws of ``shape``: ``jax.random.uniform(key, shape)``."""
-    flat = jax.random.uniform(key, (math.prod(shape),), dtype)
-    return flat.reshape(shape)
+    return _flat(jax.random.uniform, key, shape, dtype)
