@@ -5,7 +5,7 @@ the end of warmup.
 ``population_warnings`` is a pure function of statistics of the population at two
 times ``k`` iterations apart (positions ``x_i(t - k)`` and ``x_i(t)``, each
 particle's mean acceptance probability ``a_i`` and the divergence flags in
-between). Six checks, each with its threshold:
+between). Seven checks, each with its threshold:
 
 * acceptance collapsed: the population's mean acceptance ``mean_i a_i`` is below
   ``ACCEPTANCE_FLOOR`` (the step size adapts towards 0.574);
@@ -37,6 +37,22 @@ between). Six checks, each with its threshold:
   variance). A population still widening along a direction the move crosses
   slowly passes the mean test and fails this one. The two tests share the
   false-alarm budget (Bonferroni over ``2 d`` tests).
+* slow mixing: the particles' positions ``k`` iterations apart are still
+  correlated across the population. The annealing's draws are approximate; the
+  exact moves of the tuning phase correct them only as far as they decorrelate
+  the population from where the annealing left it, and a population that
+  remembers its positions of ``k`` iterations before keeps part of whatever
+  error it had. With ``r_j`` the correlation of ``x_j(t - k)`` and ``x_j(t)``
+  over the particles, the check tests ``rho_j <= MEMORY_BOUND`` by Fisher's
+  ``z_j = (atanh(r_j) - atanh(MEMORY_BOUND)) sqrt(n - 3)`` (standard normal at
+  the bound for Gaussian marginals) against its quantile for a false-alarm
+  probability of ``MEMORY_FALSE_ALARM`` per run (Bonferroni over the ``d``
+  coordinates). It fires where both tests above stay quiet because the
+  population relaxes too slowly for its drift to stand out in ``k``
+  iterations: MALA on a curved ridge (the banana of ``validation.targets``,
+  ``r = 0.36`` over 125 iterations, its sds 37% short) or on the
+  stochastic-volatility model (0.33), where runs that are right measure 0.09
+  or less (1024 particles, defaults, ``benchmarks/hmc.py``'s targets).
 
 The checks need ``MIN_PARTICLES`` particles (below, the population statistics are
 too noisy to judge), a window of ``MIN_WINDOW`` iterations and at least one
@@ -90,6 +106,8 @@ STICKY_MIN_COUNT = 3
 DIVERGENT_SHARE = 0.05
 STUCK_SHARE = 0.1
 FLOW_FALSE_ALARM = 1e-6
+MEMORY_BOUND = 0.1
+MEMORY_FALSE_ALARM = 1e-6
 
 
 class DilationWarning(UserWarning):
@@ -196,7 +214,40 @@ def population_warnings(
                 f"{threshold:.1f}). {cause}, so the draws do not represent the "
                 "posterior yet. Raise num_warmup."
             )
+    memory, r, j = _largest_memory(before, after)
+    if memory > scipy.stats.norm.isf(MEMORY_FALSE_ALARM / d):
+        messages.append(
+            f"DilationKernel: the particles mix slowly {when}: their positions "
+            f"{num_iterations} iterations apart are still correlated (coordinate "
+            f"{j}: r = {r:.2f} across the population, {memory:.1f} standard "
+            f"errors above {MEMORY_BOUND}). The moves have not decorrelated the "
+            "population from where the annealing left it, so the draws keep "
+            "what error it left (e.g. a curved ridge or a long narrow direction "
+            "that the moves cross slowly). Use step='hmc' (longer moves), or "
+            "raise num_warmup."
+        )
     return messages
+
+
+def _largest_memory(before: np.ndarray, after: np.ndarray) -> tuple[float, float, int]:
+    """The largest ``(atanh(r_j) - atanh(MEMORY_BOUND)) sqrt(n - 3)`` over the
+    coordinates that vary at both times (``r_j`` the correlation of
+    ``before[:, j]`` and ``after[:, j]``), its ``r_j`` and its coordinate
+    (``-inf``, 0 and -1 when none varies)."""
+    n = before.shape[0]
+    centred = [x - np.mean(x, axis=0) for x in (before, after)]
+    norms = [np.sqrt(np.sum(x**2, axis=0)) for x in centred]
+    varies = (norms[0] > 0) & (norms[1] > 0)
+    if not np.any(varies):
+        return -np.inf, 0.0, -1
+    r = np.sum(centred[0][:, varies] * centred[1][:, varies], axis=0) / (
+        norms[0][varies] * norms[1][varies]
+    )
+    z = (np.arctanh(np.clip(r, -1 + 1e-12, 1 - 1e-12)) - np.arctanh(MEMORY_BOUND)) * (
+        np.sqrt(n - 3)
+    )
+    best = int(np.argmax(z))
+    return float(z[best]), float(r[best]), int(np.flatnonzero(varies)[best])
 
 
 def _paired_z(diff: np.ndarray, n: int) -> tuple[float, int]:
@@ -342,7 +393,7 @@ def warn_end_of_warmup(statistics: EndOfWarmup) -> None:
 
 
 def check_run(mcmc: Any, warn: bool = True) -> list[str]:
-    """The five checks over the sampling phase of a finished ``MCMC`` run.
+    """The seven checks over the sampling phase of a finished ``MCMC`` run.
 
     Uses the collected ``accept_prob`` and ``diverging`` (default fields of
     ``DilationKernel``) and the draws of the first and last sample of every

@@ -21,19 +21,37 @@ from numpyro_dilation.validation import targets
 N, D, K = 512, 3, 50
 
 
-def healthy(seed: int):
-    """A stationary reversible population: x(t - k) and x(t) are exchangeable."""
+def healthy(seed: int, memory: float = 0.1):
+    """A stationary reversible population: x(t - k) and x(t) are exchangeable,
+    correlated ``memory`` across the particles (at most MEMORY_BOUND: it has
+    mixed over the window)."""
     rng = np.random.default_rng(seed)
     before = rng.normal(size=(N, D))
-    after = 0.6 * before + 0.8 * rng.normal(size=(N, D))
+    after = memory * before + np.sqrt(1 - memory**2) * rng.normal(size=(N, D))
     return rng.uniform(0.3, 0.9, size=N), np.zeros(N, bool), before, after
 
 
 def test_healthy_populations_raise_nothing():
-    # 200 stationary populations: the flow threshold is set for a false-alarm
-    # probability of 1e-6 per population, so none may fire.
+    # 200 stationary populations whose memory is at the slow-mixing check's
+    # bound: each threshold is set for a false-alarm probability of 1e-6 per
+    # population, so none may fire.
     for seed in range(200):
         assert population_warnings(*healthy(seed), K, "here") == []
+
+
+def test_slow_mixing_is_flagged():
+    # Correlation 0.5 between x(t - k) and x(t), means and spreads unchanged:
+    # Fisher's z against the bound 0.1 is (atanh 0.5 - atanh 0.1) sqrt(509) =
+    # 10.1 on average, sd 1; the threshold (1e-6, Bonferroni over 3
+    # coordinates) is 5.0, so a miss is a 5-sd event.
+    fired = [
+        any("mix slowly" in m for m in population_warnings(*healthy(s, 0.5), K, "x"))
+        for s in range(20)
+    ]
+    assert all(fired)
+    (message,) = population_warnings(*healthy(0, 0.5), K, "here")
+    assert "mix slowly here" in message and "50 iterations apart" in message
+    assert "step='hmc'" in message
 
 
 def test_each_check_fires_on_its_fault():
@@ -75,7 +93,7 @@ def test_each_check_fires_on_its_fault():
     after = before + 0.3 * rng.normal(size=(N, 1))
     jumpers = (before[:, 0] < 0) & (np.arange(N) < 0.16 * N)
     after[jumpers] += 4.0
-    (message,) = population_warnings(accept, diverging, before, after, K, "here")
+    (message,) = flow_warnings(accept, diverging, before, after)
     assert "still moving here" in message and "coordinate 0" in message
     # Coordinate 2 widens by 10% in the window, its mean unchanged: the paired
     # absolute deviations grow by 0.08 (sd 0.12 for this strongly paired
@@ -84,9 +102,15 @@ def test_each_check_fires_on_its_fault():
     before = rng.normal(size=(N, D))
     after = before + 0.1 * rng.normal(size=(N, D))
     after[:, 2] *= 1.1
-    (message,) = population_warnings(accept, diverging, before, after, K, "here")
+    (message,) = flow_warnings(accept, diverging, before, after)
     assert "still changing here" in message and "spread" in message
     assert "coordinate 2" in message
+
+
+def flow_warnings(*args):
+    """The messages other than the slow-mixing check's (which fires too on
+    these strongly paired populations)."""
+    return [m for m in population_warnings(*args, K, "here") if "mix slowly" not in m]
 
 
 def test_small_populations_and_windows_are_not_judged():
@@ -194,4 +218,22 @@ def test_population_still_moving_between_modes_warns():
             center=jnp.array([-1.7]),
             rebalance=False,
             jump_prob=0.0,
+        )
+
+
+def test_slow_mixing_warns_at_end_of_warmup():
+    # The stochastic-volatility model (100 days, d = 103) with MALA: the
+    # log-volatilities' positions 125 iterations apart correlate 0.41 across
+    # 1024 particles at the end of warmup, z = 10.6 against the threshold 5.6
+    # (1e-6, Bonferroni over 103 coordinates), while the mean and spread tests
+    # stay quiet; its draws are measurably off (docs/known-issues.md). Runs
+    # that are right measure r <= 0.09 (docs/validation.md).
+    returns = targets.stochastic_volatility_data()
+    with pytest.warns(DilationWarning, match="mix slowly at the end of warmup"):
+        run_vectorized(
+            DilationKernel(targets.stochastic_volatility_model),
+            returns,
+            num_warmup=500,
+            num_samples=1,
+            num_chains=1024,
         )
