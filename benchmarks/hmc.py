@@ -309,6 +309,7 @@ _WARNINGS = {
     "divergent": "divergences",
     "barely": "low acceptance",
     "stuck": "stuck",
+    "mix slowly": "slow mixing",
 }
 
 
