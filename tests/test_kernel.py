@@ -293,6 +293,31 @@ def test_hmc_step_is_exact_on_a_correlated_gaussian_and_counts_its_gradients():
     assert length > 2 * float(jnp.exp(pop.step_size.log_step_size))
 
 
+def test_hmc_trajectory_length_stays_within_the_longest_trajectory():
+    # A curved ridge (x1 ~ N(0, 10^2), x2 | x1 ~ N(0.03 (x1^2 - 100), 1)):
+    # ChEES keeps asking for longer trajectories there, past the 256 leapfrog
+    # steps a move may take (before the cap on T, this run ended at T = 34.2
+    # in whitened units against 256 h = 20.7). T stops at 256 h, and
+    # the draws stay exact: each coordinate's mean and sd within Z_MAX Monte
+    # Carlo standard errors (mc_error.assert_matches, ESS-based).
+    def banana(x):
+        return 0.5 * (x[0] / 10.0) ** 2 + 0.5 * (x[1] - 0.03 * (x[0] ** 2 - 100.0)) ** 2
+
+    mcmc = run(
+        DilationKernel(potential_fn=banana, step="hmc"),
+        init_params=spread_init(2, 256),
+        num_chains=256,
+        num_warmup=500,
+    )
+    pop = mcmc.last_state.sampler_state
+    cap = 256 * float(jnp.exp(pop.step_size.log_step_size))
+    assert float(jnp.exp(pop.trajectory.log_length)) <= cap * (1 + 1e-5)
+    assert float(pop.trajectory.floor) < cap
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True))
+    assert_matches(draws[..., 0], 0.0, 10.0, label="x1")
+    assert_matches(draws[..., 1], 0.0, np.sqrt(0.03**2 * 2e4 + 1), label="x2")
+
+
 def test_local_step_sizes_reach_the_funnel_neck_and_count_their_gradients():
     # Neal's funnel in 4-d (x0 ~ N(0, 9), scales exp(x0 / 2)): the shared step
     # leaves the neck empty; with local steps and HMC moves the population's

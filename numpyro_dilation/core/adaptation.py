@@ -384,16 +384,25 @@ def trajectory_update(
     gradient: Array,
     learning_rate: float,
     in_final_window: Array,
+    max_length: Array = jnp.inf,
 ) -> TrajectoryState:
-    """One Adam ascent step on ``log T`` (none for a non-finite gradient);
-    accumulates the mean inside the final window."""
+    """One Adam ascent step on ``log T`` (none for a non-finite gradient),
+    then ``T <= max_length``; accumulates the mean inside the final window.
+
+    ``max_length`` is the longest trajectory the moves run, ``max_steps h``
+    (as BlackJAX's ``chees_adaptation`` clips ``T``): above it every jittered
+    length ``u T`` with ``u T > max_steps h`` runs the same capped trajectory,
+    so the gradient no longer measures ``T``, and a ``T`` left to drift up
+    would cap most trajectories at one length, undoing the jitter."""
     finite = jnp.isfinite(gradient)
     gradient = jnp.where(finite, gradient, 0.0)
     second = ADAM_DECAY * state.second_moment + (1 - ADAM_DECAY) * gradient**2
     updates = state.updates + 1
     scale = jnp.sqrt(second / (1 - ADAM_DECAY**updates)) + 1e-12
     step = jnp.clip(learning_rate * gradient / scale, -MAX_LOG_UPDATE, MAX_LOG_UPDATE)
-    log_length = state.log_length + jnp.where(finite, step, 0.0)
+    log_length = jnp.minimum(
+        state.log_length + jnp.where(finite, step, 0.0), jnp.log(max_length)
+    )
     return state._replace(
         log_length=log_length,
         second_moment=jnp.where(finite, second, state.second_moment),

@@ -380,11 +380,13 @@ def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
         u * adaptation.trajectory_length(before.trajectory),
     )
     t, run_calendar = before.iteration, before.calendar
+    step_size = jnp.exp(before.step_size.log_step_size)
     updated = adaptation.trajectory_update(
         adaptation.length_floor(before.trajectory, start),
         gradient,
         options.trajectory_learning_rate,
         calendar.in_step_size_window(run_calendar, t),
+        options.max_leapfrog_steps * step_size,
     )
     trajectory = _tree_where(t < run_calendar.num_warmup, updated, before.trajectory)
     return after._replace(trajectory=trajectory)

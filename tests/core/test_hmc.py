@@ -136,6 +136,21 @@ def test_trajectory_update_ascends_and_averages_the_final_window():
     np.testing.assert_allclose(unchanged.log_length, state.log_length)
 
 
+def test_trajectory_length_stops_at_the_longest_trajectory():
+    # A gradient that keeps asking for longer trajectories (as ChEES's does at
+    # the cap, where u T / h > max_steps runs the same capped trajectory) moves
+    # T up by lr per update until it reaches max_length, then leaves it there.
+    state = adaptation.trajectory_init(0.1, 3)
+    max_length = 0.1 * np.exp(0.12)
+    for _ in range(10):
+        state = adaptation.trajectory_update(
+            state, jnp.asarray(3.0), 0.05, False, max_length
+        )
+    np.testing.assert_allclose(state.log_length, np.log(max_length), rtol=1e-6)
+    lower = adaptation.trajectory_update(state, jnp.asarray(-3.0), 0.05, False, 1.0)
+    np.testing.assert_allclose(lower.log_length, np.log(max_length) - 0.05, rtol=1e-5)
+
+
 def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
     accept = jnp.array([0.5, 1.0, 0.0, 0.25])
     diverging = jnp.array([False, False, True, False])
