@@ -31,6 +31,12 @@ def healthy(seed: int, memory: float = 0.1):
     return rng.uniform(0.3, 0.9, size=N), np.zeros(N, bool), before, after
 
 
+def flow_warnings(*args):
+    """The messages other than the slow-mixing check's (which fires too on
+    these strongly paired populations)."""
+    return [m for m in population_warnings(*args, K, "here") if "mix slowly" not in m]
+
+
 def test_healthy_populations_raise_nothing():
     # 200 stationary populations whose memory is at the slow-mixing check's
     # bound: each threshold is set for a false-alarm probability of 1e-6 per
@@ -105,12 +111,6 @@ def test_each_check_fires_on_its_fault():
     (message,) = flow_warnings(accept, diverging, before, after)
     assert "still changing here" in message and "spread" in message
     assert "coordinate 2" in message
-
-
-def flow_warnings(*args):
-    """The messages other than the slow-mixing check's (which fires too on
-    these strongly paired populations)."""
-    return [m for m in population_warnings(*args, K, "here") if "mix slowly" not in m]
 
 
 def test_small_populations_and_windows_are_not_judged():
