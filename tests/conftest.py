@@ -5,11 +5,23 @@ import os
 import shutil
 import tempfile
 
-import filelock  # noqa: F401  (the locked cache below needs it: the test extras)
-import jax
-import pytest
+# XLA's CPU backend at optimisation level 0, set before JAX starts its backend
+# (subprocesses inherit it): the suite is mostly compilation (each test builds
+# its own closures), and level 0 compiles a DilationKernel run about 40% faster
+# for compiled code about 2-3x slower. The suite checks what the programs
+# compute, which the level changes by rounding only (no fast-math at either
+# level; a float32 run of 250 iterations ends within 1e-4 of the default
+# level's), and took 690 s instead of 857 s (2 cores, docs/benchmarks.md "The
+# test suite"). Speed is measured by benchmarks/, at XLA's default level.
+_OPTIMIZATION = "--xla_backend_optimization_level"
+if _OPTIMIZATION not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPTIMIZATION}=0"
 
-from numpyro_dilation import compile_cache
+import filelock  # noqa: E402, F401  (the locked cache below needs it: test extras)
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from numpyro_dilation import compile_cache  # noqa: E402
 
 # JAX's persistent compilation cache in a folder of this session's own: a
 # program that several tests build (same model, shapes and options) compiles

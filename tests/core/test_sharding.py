@@ -148,7 +148,8 @@ print("RESULT " + json.dumps(out))
 def four_devices():
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ)
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    count = "--xla_force_host_platform_device_count=4"
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {count}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(
         [str(root)] + [p for p in [env.get("PYTHONPATH")] if p]
