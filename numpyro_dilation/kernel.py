@@ -748,16 +748,17 @@ class DilationKernel(MCMCKernel):
     ) -> int:
         """Log-density (and gradient) evaluations of the population in its
         first ``num_iterations`` iterations, mode fits included (after ``init``).
-        With ``step="hmc"`` or ``step_size_selection="local"`` pass the state
-        after them (``mcmc.last_state``): a move's gradients vary with the
-        iteration."""
+        With HMC moves (``step="hmc"``, or ``"auto"`` where it chose them) or
+        ``step_size_selection="local"`` pass the state after them
+        (``mcmc.last_state``): a move's gradients vary with the iteration."""
         if self._calendar is None:
             raise ValueError("num_evaluations needs the run's calendar: call init.")
         if (self._options.hmc or self._options.local_step_size) and state is None:
             raise ValueError(
-                "num_evaluations with step='hmc' or step_size_selection='local' "
-                "needs the run's state: pass state=mcmc.last_state (the "
-                "gradients of a move vary)."
+                "num_evaluations with HMC moves (step='hmc', or step='auto' on "
+                "one mode with a dense preconditioner) or "
+                "step_size_selection='local' needs the run's state: pass "
+                "state=mcmc.last_state (the gradients of a move vary)."
             )
         num_gradients = None if state is None else state.sampler_state.num_gradients
         return sampler.num_evaluations(
