@@ -7,8 +7,10 @@
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
 particles; NUTS 4 chains of 500 + 1000), same seed, through
-``numpyro_dilation.compare``: NUTS, ``DilationKernel`` with the shared step
-(MALA), and with ``step_size_selection="local"`` for MALA and for HMC moves.
+``numpyro_dilation.compare``: NUTS, ``DilationKernel`` with its defaults (the
+shared step; ``step="auto"``: HMC moves on a population of one mode with a
+dense preconditioner, else MALA), and with ``step_size_selection="local"``
+for MALA and for HMC moves.
 Printed per run: wall time apart from compilation, gradients (warmup
 included; a local-step iteration counts the gradients its population's step
 searches computed, per particle: ``num_steps``), the smallest bulk ESS, ESS
@@ -141,7 +143,7 @@ def main() -> None:
         kernels = {
             "NUTS": Run(NUTS(model), num_samples=1000),
             "shared": DilationKernel(model),
-            "local": DilationKernel(model, step_size_selection="local"),
+            "local": DilationKernel(model, step="mala", step_size_selection="local"),
             "local hmc": DilationKernel(model, step="hmc", step_size_selection="local"),
         }
         # One compare call per run, so that each run's end-of-warmup

@@ -1,4 +1,4 @@
-"""Reference posteriors: MALA (default) and ULA (the paper's step) against exact
+"""Reference posteriors: MALA and ULA (the paper's step) against exact
 answers, in units of Monte Carlo error (numpyro_dilation.validation.reference).
 
 Prints the markdown tables of docs/validation.md:

@@ -118,6 +118,20 @@ def _value_and_grad(f: Callable, forward_mode: bool) -> Callable:
     return jax.value_and_grad(f)
 
 
+STEPS = ("auto", "mala", "hmc", "ula")
+"""The moves ``DilationKernel(step=...)`` knows."""
+
+
+def _with_move(
+    options: SamplerOptions, hmc: bool, target_accept_prob: float | None
+) -> SamplerOptions:
+    """``options`` with HMC moves at ``l = 1`` or not, and the acceptance the
+    step size adapts to (default 0.651 for HMC, 0.574 for MALA, 0.9 for ULA)."""
+    if target_accept_prob is None:
+        target_accept_prob = 0.651 if hmc else 0.574 if options.adjusted else 0.9
+    return options._replace(hmc=hmc, target_accept_prob=target_accept_prob)
+
+
 def _flat_layout(init_params: Any) -> tuple[Callable, int, Any]:
     """The unravel function of one chain's parameters, their flat size and
     floating dtype, from the shapes alone (nothing is computed or compiled)."""
@@ -173,11 +187,12 @@ class DilationKernel(MCMCKernel):
     form; they are then tuned at ``l = 1`` and, by default, at the last warmup
     iteration the modes of the population are found and their weights corrected
     (``rebalance=True``). After warmup everything is frozen and each iteration is
-    either one exact MALA step or, with probability ``jump_prob`` (0.5; one coin
-    for the population, drawn independently of the state), an exact
-    Metropolis-Hastings jump from the mixture fitted to the modes (none while a
-    single mode is found). Both leave the posterior invariant, so with
-    ``step="mala"`` the sampling phase targets it exactly (docs/multimodal.md).
+    either one exact move (MALA, or an HMC trajectory: ``step``) or, with
+    probability ``jump_prob`` (0.5; one coin for the population, drawn
+    independently of the state), an exact Metropolis-Hastings jump from the
+    mixture fitted to the modes (none while a single mode is found). Both leave
+    the posterior invariant, so with any step but ``"ula"`` the sampling phase
+    targets it exactly (docs/multimodal.md).
 
     Each MCMC chain is one particle: run it with ``num_chains`` particles and
     ``chain_method="vectorized"``.
@@ -193,13 +208,20 @@ class DilationKernel(MCMCKernel):
     :param model: NumPyro model (exactly one of ``model`` / ``potential_fn``).
     :param potential_fn: ``-log density`` of the parameters; then pass
         ``init_params`` with a leading ``num_chains`` axis to ``MCMC.run``.
-    :param step: ``"mala"`` (default, exact), ``"ula"``, the paper's
-        unadjusted step, biased at any finite step size, or ``"hmc"``: MALA
-        along the path, then at ``l = 1`` exact HMC trajectories whose length
-        is tuned from the population (ChEES, Hoffman et al. 2021) and frozen
-        with the step size after warmup; each costs ``num_steps`` gradients
-        (an extra field, as NumPyro's HMC), for correlated posteriors where
-        one MALA step moves too little.
+    :param step: the move. ``"mala"``: one exact MALA step, the paper's
+        setting made exact; ``"ula"``: the paper's unadjusted step, biased at
+        any finite step size; ``"hmc"``: MALA along the path, then at ``l =
+        1`` exact HMC trajectories whose length is tuned from the population
+        (ChEES, Hoffman et al. 2021) and frozen with the step size after
+        warmup; each costs ``num_steps`` gradients (an extra field, as
+        NumPyro's HMC), for correlated posteriors where one MALA step moves
+        too little. ``"auto"`` (default): ``"hmc"`` when the preconditioner is
+        dense (``dense_mass``) and the mode fit at the end of annealing finds
+        one mode, else ``"mala"`` (with jumps between the modes found): the
+        trajectories need the whitening of a dense preconditioner (with a
+        diagonal one their length can reach hundreds of gradients), and on a
+        multimodal population ChEES lengthens them to its inter-mode spread,
+        where the jumps move the mass (docs/when-to-use.md).
     :param step_size: initial ``eps`` (> 0): the Langevin step in target space;
         on the path the step is ``h = eps * l``.
     :param step_size_selection: ``"shared"`` (default): one step size for all
@@ -215,8 +237,9 @@ class DilationKernel(MCMCKernel):
     :param adapt_step_size: adapt ``eps`` towards ``target_accept_prob``.
     :param target_accept_prob: mean acceptance probability targeted by the
         step-size adaptation; default 0.574 for MALA (Roberts & Rosenthal 1998),
-        0.651 for HMC (Beskos et al. 2013) and 0.9 for ULA, whose bias and
-        stability need smaller steps.
+        0.651 for HMC (Beskos et al. 2013; with ``"auto"``, from the start
+        where HMC may follow) and 0.9 for ULA, whose bias and stability need
+        smaller steps.
     :param adapt_mass_matrix: estimate the preconditioner from the population
         while tuning at ``l = 1``.
     :param dense_mass: dense (``True``) or diagonal (``False``) preconditioner;
@@ -300,7 +323,7 @@ class DilationKernel(MCMCKernel):
         model: Callable | None = None,
         potential_fn: Callable | None = None,
         *,
-        step: str = "mala",
+        step: str = "auto",
         step_size: float = 0.1,
         step_size_selection: str = "shared",
         adapt_step_size: bool = True,
@@ -324,8 +347,10 @@ class DilationKernel(MCMCKernel):
             raise ValueError(
                 "DilationKernel needs exactly one of `model` or `potential_fn`."
             )
-        if step not in ("mala", "ula", "hmc"):
-            raise ValueError(f"step must be 'mala', 'ula' or 'hmc', got {step!r}.")
+        if step not in STEPS:
+            raise ValueError(
+                f"step must be one of {', '.join(map(repr, STEPS))}, got {step!r}."
+            )
         if step_size_selection not in ("shared", "local"):
             raise ValueError(
                 "step_size_selection must be 'shared' or 'local', got "
@@ -341,9 +366,11 @@ class DilationKernel(MCMCKernel):
                 f"step_size must be a positive number, got {step_size}; "
                 "it is the initial Langevin step (default 0.1)."
             )
-        if target_accept_prob is None:
-            target_accept_prob = {"mala": 0.574, "ula": 0.9, "hmc": 0.651}[step]
-        if _is_concrete(target_accept_prob) and not 0.0 < target_accept_prob < 1.0:
+        if (
+            target_accept_prob is not None
+            and _is_concrete(target_accept_prob)
+            and not 0.0 < target_accept_prob < 1.0
+        ):
             raise ValueError(
                 f"target_accept_prob must be in (0, 1), got {target_accept_prob}."
             )
@@ -402,19 +429,24 @@ class DilationKernel(MCMCKernel):
         self._forward_mode = forward_mode_differentiation
         self._shard = shard_particles
         self._dense_mass = dense_mass
-        self._options = SamplerOptions(
-            adjusted=step != "ula",
-            hmc=step == "hmc",
-            local_step_size=step_size_selection == "local",
-            target_accept_prob=target_accept_prob,
-            adapt_step_size=adapt_step_size,
-            adapt_inv_mass=adapt_mass_matrix,
-            dense_mass=bool(dense_mass),  # dense_mass=None: decided in init
-            rebalance=bool(rebalance),
-            jump_prob=float(jump_prob),
-            max_modes=int(max_modes),
-            low_rank=int(low_rank_mass),
+        self._step = step
+        self._target_accept_prob = target_accept_prob
+        self._options = _with_move(
+            SamplerOptions(
+                adjusted=step != "ula",
+                local_step_size=step_size_selection == "local",
+                adapt_step_size=adapt_step_size,
+                adapt_inv_mass=adapt_mass_matrix,
+                dense_mass=bool(dense_mass),  # dense_mass=None: decided in init
+                rebalance=bool(rebalance),
+                jump_prob=float(jump_prob),
+                max_modes=int(max_modes),
+                low_rank=int(low_rank_mass),
+            ),
+            step == "hmc",
+            target_accept_prob,
         )
+        self._several_modes_options = self._options
         self._potential_fn_gen = None
         self._postprocess_fn_gen = None
         self._unravel_fn = None
@@ -599,6 +631,17 @@ class DilationKernel(MCMCKernel):
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
+        fitting = sampler.fit_iterations(self._calendar, dim, self._options).size > 0
+        self._several_modes_options = self._options
+        if self._step == "auto":
+            # HMC moves where the population is one mode and the preconditioner
+            # dense, MALA (and jumps) where the fit that ends the annealing
+            # finds several modes. Under a JAX transformation the host cannot
+            # read that fit's mode count: MALA then, unless no fit is made.
+            target = self._target_accept_prob
+            hmc = self._options.dense_mass and not (traced and fitting)
+            self._several_modes_options = _with_move(self._options, False, target)
+            self._options = _with_move(self._options, hmc, target)
         sharding = None if traced else self._particle_sharding(num_chains)
         if sharding is not None:
             pop = shard_particles(pop, sharding)
@@ -609,8 +652,11 @@ class DilationKernel(MCMCKernel):
         if not traced:
             # The calendar the warmup ran (its mode fits), for num_evaluations.
             self._calendar = jax.tree.map(np.asarray, state.sampler_state.calendar)
+        one_mode = _is_concrete(num_modes) and int(num_modes) < 2
+        if self._step == "auto" and fitting and not one_mode:
+            self._options = self._several_modes_options  # no HMC move ran
         self._sampling_options = self._options
-        if _is_concrete(num_modes) and int(num_modes) < 2:
+        if one_mode:
             # No jump can happen (one mode or none was found): the sampling
             # program leaves the jump out, with the same draws.
             self._sampling_options = sampler.unimodal(self._options)
@@ -682,10 +728,11 @@ class DilationKernel(MCMCKernel):
 
             def several_modes():
                 tuned = carry
+                several = self._several_modes_options
                 for start, stop in zip(fits, fits[1:], strict=False):
-                    tuned = dilation_warmup(self._options, tuned, start, stop)
+                    tuned = dilation_warmup(several, tuned, start, stop)
                     tuned, _ = dilation_mode_fit(tuned)
-                return dilation_warmup(self._options, tuned, fits[-1], num_warmup)
+                return dilation_warmup(several, tuned, fits[-1], num_warmup)
 
             if _is_concrete(num_modes):
                 num_modes = int(num_modes)  # the host decides, nothing compiles
@@ -701,16 +748,17 @@ class DilationKernel(MCMCKernel):
     ) -> int:
         """Log-density (and gradient) evaluations of the population in its
         first ``num_iterations`` iterations, mode fits included (after ``init``).
-        With ``step="hmc"`` or ``step_size_selection="local"`` pass the state
-        after them (``mcmc.last_state``): a move's gradients vary with the
-        iteration."""
+        With HMC moves (``step="hmc"``, or ``"auto"`` where it chose them) or
+        ``step_size_selection="local"`` pass the state after them
+        (``mcmc.last_state``): a move's gradients vary with the iteration."""
         if self._calendar is None:
             raise ValueError("num_evaluations needs the run's calendar: call init.")
         if (self._options.hmc or self._options.local_step_size) and state is None:
             raise ValueError(
-                "num_evaluations with step='hmc' or step_size_selection='local' "
-                "needs the run's state: pass state=mcmc.last_state (the "
-                "gradients of a move vary)."
+                "num_evaluations with HMC moves (step='hmc', or step='auto' on "
+                "one mode with a dense preconditioner) or "
+                "step_size_selection='local' needs the run's state: pass "
+                "state=mcmc.last_state (the gradients of a move vary)."
             )
         num_gradients = None if state is None else state.sampler_state.num_gradients
         return sampler.num_evaluations(

@@ -33,9 +33,13 @@ def normal_model(y):
 
 @pytest.fixture(scope="module")
 def comparison() -> Comparison:
+    # DilationKernel with MALA moves: one gradient per particle and iteration,
+    # so test_gradient_counts knows the count (the default, step="auto", runs
+    # HMC trajectories of varying length on this one-mode 2-d posterior).
     return compare(
         normal_model,
         Y,
+        kernels=[NUTS(normal_model), DilationKernel(normal_model, step="mala")],
         num_warmup=100,
         num_samples=100,
         num_chains=2,

@@ -8,6 +8,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+import scipy.integrate
+import scipy.stats
 from mc_error import assert_matches
 from numpyro.diagnostics import effective_sample_size
 from numpyro.infer import NUTS
@@ -46,20 +48,27 @@ def spread_init(dim, num_chains=NUM_CHAINS, seed=1):
 def assert_moments_within_mc_error(draws, mean, cov, num_sigma=5.0):
     """Compare the mean and covariance of ``draws`` (chains, draws, d) with the truth.
 
-    Monte Carlo standard errors use the smallest bulk ESS over coordinates, n:
-    se(mean_i) = sqrt(cov_ii / n); for the covariance of a Gaussian,
-    se(cov_ij) = sqrt((cov_ii cov_jj + cov_ij^2) / n). Every entry must lie
-    within ``num_sigma`` standard errors (5 sigma over ~400 entries: a false
-    alarm has probability < 1e-3 even for independent entries).
+    Monte Carlo standard errors use the ESS of the quantity averaged:
+    se(mean_i) = sqrt(cov_ii / ESS(x_i)); the covariance is estimated by the
+    mean of ``p_ij = (x_i - mu_i)(x_j - mu_j)`` (exact means), whose variance
+    for a Gaussian is ``cov_ii cov_jj + cov_ij^2``: se(cov_ij) =
+    sqrt((cov_ii cov_jj + cov_ij^2) / ESS(p_ij)). (The means' ESS does not
+    serve the products: HMC's draws can be antithetic in ``x``, ESS above the
+    number of draws, and not in ``x^2``.) Every entry must lie within
+    ``num_sigma`` standard errors (5 sigma over ~400 entries: a false alarm
+    has probability < 1e-3 even for independent entries).
     """
-    n = float(np.min(effective_sample_size(np.asarray(draws))))
-    flat = np.asarray(draws).reshape(-1, draws.shape[-1])
+    draws = np.asarray(draws, float)
     mean, cov = np.asarray(mean), np.asarray(cov)
+    ess_mean = effective_sample_size(draws)
+    centred = draws - mean
+    products = centred[..., :, None] * centred[..., None, :]
+    ess_products = effective_sample_size(products.reshape(*draws.shape[:2], -1))
     var = np.diag(cov)
-    z_mean = (flat.mean(0) - mean) / np.sqrt(var / n)
-    se_cov = np.sqrt((np.outer(var, var) + cov**2) / n)
-    z_cov = (np.cov(flat.T) - cov) / se_cov
-    assert n > 1000, n
+    z_mean = (draws.mean((0, 1)) - mean) / np.sqrt(var / ess_mean)
+    se_cov = np.sqrt((np.outer(var, var) + cov**2) / ess_products.reshape(cov.shape))
+    z_cov = (products.mean((0, 1)) - cov) / se_cov
+    assert np.min(ess_mean) > 1000, np.min(ess_mean)
     assert np.max(np.abs(z_mean)) < num_sigma, np.max(np.abs(z_mean))
     assert np.max(np.abs(z_cov)) < num_sigma, np.max(np.abs(z_cov))
 
@@ -165,13 +174,25 @@ def test_constrained_and_deterministic_sites_and_arviz():
     np.testing.assert_allclose(s["w"].sum(-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(jnp.sum(s["L"] ** 2, -1), 1.0, rtol=1e-4)
     np.testing.assert_allclose(s["tau2"], s["tau"] ** 2, rtol=1e-6)
-    # Prior-only sites keep their prior: E[tau] = 2 sqrt(2/pi), E[w] = (1,2,3)/6,
-    # E[L_10] = 0. Tolerances: 5 Monte Carlo standard errors sd/sqrt(ESS).
+
+    # Prior-only sites keep their prior: E[tau] = 2 sqrt(2/pi), E[L_10] = 0.
+    # w_0 is in the likelihood: with mu integrated out, y ~ N(w_0 1, I + 11'),
+    # so p(w_0 | y) is Beta(1, 5) (the Dirichlet's marginal) times
+    # exp(sum(y) w_0 / 4 - 3 w_0^2 / 8); its mean by quadrature, 0.1694 (the
+    # prior's 1/6 is 5 standard errors off for HMC's draws), and E[w_2 | w_0] =
+    # 3/5 (1 - w_0). Tolerances: 5 Monte Carlo standard errors sd/sqrt(ESS).
+    def w0_density(w0):
+        return scipy.stats.beta(1, 5).pdf(w0) * np.exp(
+            float(y.sum()) * w0 / 4 - 3 * w0**2 / 8
+        )
+
+    norm = scipy.integrate.quad(w0_density, 0, 1)[0]
+    w0_mean = scipy.integrate.quad(lambda w0: w0 * w0_density(w0), 0, 1)[0] / norm
     draws = mcmc.get_samples(group_by_chain=True)
     for value, truth in [
         (draws["tau"], 2 * np.sqrt(2 / np.pi)),
-        (draws["w"][..., 0], 1 / 6),
-        (draws["w"][..., 2], 3 / 6),
+        (draws["w"][..., 0], w0_mean),
+        (draws["w"][..., 2], 3 / 5 * (1 - w0_mean)),
         (draws["L"][..., 1, 0], 0.0),
     ]:
         se = np.std(value) / np.sqrt(effective_sample_size(np.asarray(value)))
@@ -340,6 +361,44 @@ def test_local_step_sizes_reach_the_funnel_neck_and_count_their_gradients():
         kernel.num_evaluations(400)
 
 
+def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala():
+    # step="auto", the default: where the fit that ends the annealing finds one
+    # mode and the preconditioner is dense, the options of step="hmc" (same
+    # compiled programs, the same draws); with a diagonal preconditioner those
+    # of step="mala"; with two modes MALA moves and jumps after the annealing
+    # (one gradient per particle and iteration while sampling).
+    unimodal = targets.gaussian_mixture(jnp.zeros((1, 2)), 1.0, jnp.ones(1))
+    bimodal = targets.gaussian_mixture(
+        jnp.array([[-4.0, 0.0], [4.0, 0.0]]), 1.0, jnp.array([0.5, 0.5])
+    )
+
+    def mcmc(target, **kwargs):
+        kernel = DilationKernel(
+            potential_fn=lambda x: -target.logdensity_fn(x), **kwargs
+        )
+        return run(
+            kernel,
+            init_params=spread_init(2, 128),
+            num_warmup=100,
+            num_samples=5,
+            num_chains=128,
+            extra_fields=("num_steps",),
+        )
+
+    def steps(run):
+        return np.asarray(run.get_extra_fields()["num_steps"])
+
+    auto, hmc = mcmc(unimodal), mcmc(unimodal, step="hmc")
+    np.testing.assert_array_equal(auto.get_samples(), hmc.get_samples())
+    assert np.all(steps(auto) >= 1) and np.mean(steps(auto)) > 1
+    auto = mcmc(unimodal, dense_mass=False)
+    mala = mcmc(unimodal, dense_mass=False, step="mala")
+    np.testing.assert_array_equal(auto.get_samples(), mala.get_samples())
+    two = mcmc(bimodal)
+    assert int(two.last_state.sampler_state.modes.num_modes) == 2
+    assert np.all(steps(two) == 1)
+
+
 def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
     # The warmup runs in two segments around the fit that ends the annealing:
     # one mode found -> the tuning segment reuses the annealing's loop (no
@@ -363,8 +422,8 @@ def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
         fits = []
         for target in (unimodal, bimodal):
             compiled.clear()
-            kernel = DilationKernel(
-                potential_fn=lambda x, t=target: -t.logdensity_fn(x)
+            kernel = DilationKernel(  # MALA: the fits follow from the count
+                potential_fn=lambda x, t=target: -t.logdensity_fn(x), step="mala"
             )
             mcmc = run(
                 kernel,

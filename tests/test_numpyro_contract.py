@@ -142,7 +142,7 @@ def test_chain_method_other_than_vectorized_is_refused(method):
         ),
         (
             {"model": normal_mean_model, "step": "nuts"},
-            "step must be 'mala', 'ula' or 'hmc'",
+            "step must be one of 'auto', 'mala', 'hmc', 'ula'",
         ),
         (
             {"model": normal_mean_model, "step_size_selection": "per_particle"},

@@ -105,7 +105,7 @@ def test_sequential_evaluation_gives_the_vmap_values():
 
 def test_kernel_decides_once_per_model():
     x, y = gp_data()
-    kernel = DilationKernel(two_series_gp)
+    kernel = DilationKernel(two_series_gp, step="mala")  # one gradient per move
     kernel.init(jax.random.split(jax.random.PRNGKey(0), 64), 200, model_args=(x, y))
     assert kernel._sequential is cpu_lapack.deadlock_prone()
     plain = DilationKernel(potential_fn=lambda z: 0.5 * jnp.sum(z**2))
@@ -118,10 +118,12 @@ def test_kernel_decides_once_per_model():
 @pytest.mark.timeout(300)
 def test_gaussian_process_with_latent_hyperparameters_finishes():
     # Before the fix this hung for good on jaxlib 0.10.2; the timeout turns a
-    # hang into a failure with every thread's stack.
+    # hang into a failure with every thread's stack. MALA moves: every
+    # gradient runs the same batched Cholesky whatever the move, and MALA
+    # takes one per iteration (HMC, the default here, many more).
     x, y = gp_data()
     mcmc = run_vectorized(
-        DilationKernel(two_series_gp),
+        DilationKernel(two_series_gp, step="mala"),
         x,
         y,
         num_warmup=100,
