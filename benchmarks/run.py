@@ -1,4 +1,5 @@
-"""Benchmark runner: DilationKernel, NumPyro NUTS and the raw-JAX MALA ceiling.
+"""Benchmark runner: DilationKernel (MALA moves), NumPyro NUTS and the raw-JAX
+MALA ceiling.
 
     python benchmarks/run.py --device cpu --json cpu.json   # all four targets
     python benchmarks/run.py --device gpu --json gpu.json   # one H100
@@ -313,7 +314,9 @@ def run_cell(args) -> dict:
         chains = args.particles or profile["particles"]
         num_warmup = args.warmup or profile["warmup"]
         num_samples = args.samples or profile["samples"]
-        kernel, extra = DilationKernel(model, **options), ()
+        # MALA moves: the ceiling is a raw-JAX MALA loop from this kernel's
+        # tuned state (step="auto", the default, runs HMC on one mode).
+        kernel, extra = DilationKernel(model, step="mala", **options), ()
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
