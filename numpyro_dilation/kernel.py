@@ -631,7 +631,9 @@ class DilationKernel(MCMCKernel):
                 f"{idx.tolist()}: pass init_params (or center) inside the support."
             )
         self._sample_fn = self.sample
-        fitting = sampler.fit_iterations(self._calendar, dim, self._options).size > 0
+        fits = [
+            int(t) for t in sampler.fit_iterations(self._calendar, dim, self._options)
+        ]
         self._several_modes_options = self._options
         if self._step == "auto":
             # HMC moves where the population is one mode and the preconditioner
@@ -639,21 +641,21 @@ class DilationKernel(MCMCKernel):
             # finds several modes. Under a JAX transformation the host cannot
             # read that fit's mode count: MALA then, unless no fit is made.
             target = self._target_accept_prob
-            hmc = self._options.dense_mass and not (traced and fitting)
+            hmc = self._options.dense_mass and not (traced and fits)
             self._several_modes_options = _with_move(self._options, False, target)
             self._options = _with_move(self._options, hmc, target)
         sharding = None if traced else self._particle_sharding(num_chains)
         if sharding is not None:
             pop = shard_particles(pop, sharding)
         state, statistics, num_modes = self._warm_up(
-            pop, keys, num_warmup, model_args, model_kwargs
+            pop, keys, num_warmup, fits, model_args, model_kwargs
         )
         diagnostics.warn_end_of_warmup(to_host(statistics))
         if not traced:
             # The calendar the warmup ran (its mode fits), for num_evaluations.
             self._calendar = jax.tree.map(np.asarray, state.sampler_state.calendar)
         one_mode = _is_concrete(num_modes) and int(num_modes) < 2
-        if self._step == "auto" and fitting and not one_mode:
+        if self._step == "auto" and fits and not one_mode:
             self._options = self._several_modes_options  # no HMC move ran
         self._sampling_options = self._options
         if one_mode:
@@ -666,13 +668,14 @@ class DilationKernel(MCMCKernel):
             **split({name: getattr(state, name) for name in PER_CHAIN}, sharding)
         )
 
-    def _warm_up(self, pop, keys, num_warmup, model_args, model_kwargs):
+    def _warm_up(self, pop, keys, num_warmup, fits, model_args, model_kwargs):
         """The ``num_warmup`` warmup iterations, compiled on their own: the
         program of the sampling phase (``sample``) holds none of their work.
 
         Compiled: a loop of ``sampler.step`` over a range of iterations,
         without its mode fits, and the mode fit (``sampler.fit_modes``), which
-        this host-side sequence calls at the calendar's fit iterations. Until
+        this host-side sequence calls at the calendar's fit iterations
+        ``fits`` (``sampler.fit_iterations``, computed once by ``init``). Until
         the first fit the loop is ``sampler.unimodal``'s (no jumps or
         rebalancing can happen yet), and when the first fit ends the annealing
         with one mode (``calendar.keeps_one_mode``) it stays so to the end:
@@ -714,9 +717,6 @@ class DilationKernel(MCMCKernel):
             return state, statistics, pop.modes.num_modes
 
         carry = (pop, diagnostics.init_reference(pop), keys[0])
-        dim = pop.particles.position.shape[-1]
-        fit_iterations = sampler.fit_iterations(self._calendar, dim, self._options)
-        fits = [int(t) for t in fit_iterations]
         unimodal = sampler.unimodal(self._options)
         first = fits[0] if fits else num_warmup
         carry = dilation_warmup(unimodal, carry, 0, first)

@@ -361,16 +361,18 @@ def test_local_step_sizes_reach_the_funnel_neck_and_count_their_gradients():
         kernel.num_evaluations(400)
 
 
+UNIMODAL_2D = targets.gaussian_mixture(jnp.zeros((1, 2)), 1.0, jnp.ones(1))
+BIMODAL_2D = targets.gaussian_mixture(
+    jnp.array([[-4.0, 0.0], [4.0, 0.0]]), 1.0, jnp.array([0.5, 0.5])
+)
+
+
 def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala():
     # step="auto", the default: where the fit that ends the annealing finds one
     # mode and the preconditioner is dense, the options of step="hmc" (same
     # compiled programs, the same draws); with a diagonal preconditioner those
     # of step="mala"; with two modes MALA moves and jumps after the annealing
     # (one gradient per particle and iteration while sampling).
-    unimodal = targets.gaussian_mixture(jnp.zeros((1, 2)), 1.0, jnp.ones(1))
-    bimodal = targets.gaussian_mixture(
-        jnp.array([[-4.0, 0.0], [4.0, 0.0]]), 1.0, jnp.array([0.5, 0.5])
-    )
 
     def mcmc(target, **kwargs):
         kernel = DilationKernel(
@@ -385,16 +387,16 @@ def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala():
             extra_fields=("num_steps",),
         )
 
-    def steps(run):
-        return np.asarray(run.get_extra_fields()["num_steps"])
+    def steps(done):
+        return np.asarray(done.get_extra_fields()["num_steps"])
 
-    auto, hmc = mcmc(unimodal), mcmc(unimodal, step="hmc")
+    auto, hmc = mcmc(UNIMODAL_2D), mcmc(UNIMODAL_2D, step="hmc")
     np.testing.assert_array_equal(auto.get_samples(), hmc.get_samples())
     assert np.all(steps(auto) >= 1) and np.mean(steps(auto)) > 1
-    auto = mcmc(unimodal, dense_mass=False)
-    mala = mcmc(unimodal, dense_mass=False, step="mala")
+    auto = mcmc(UNIMODAL_2D, dense_mass=False)
+    mala = mcmc(UNIMODAL_2D, dense_mass=False, step="mala")
     np.testing.assert_array_equal(auto.get_samples(), mala.get_samples())
-    two = mcmc(bimodal)
+    two = mcmc(BIMODAL_2D)
     assert int(two.last_state.sampler_state.modes.num_modes) == 2
     assert np.all(steps(two) == 1)
 
@@ -413,14 +415,10 @@ def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
     def count(name):
         return sum(name in fun for fun in compiled)
 
-    unimodal = targets.gaussian_mixture(jnp.zeros((1, 2)), 1.0, jnp.ones(1))
-    bimodal = targets.gaussian_mixture(
-        jnp.array([[-4.0, 0.0], [4.0, 0.0]]), 1.0, jnp.array([0.5, 0.5])
-    )
     jax.monitoring.register_event_duration_secs_listener(record)
     try:
         fits = []
-        for target in (unimodal, bimodal):
+        for target in (UNIMODAL_2D, BIMODAL_2D):
             compiled.clear()
             kernel = DilationKernel(  # MALA: the fits follow from the count
                 potential_fn=lambda x, t=target: -t.logdensity_fn(x), step="mala"
