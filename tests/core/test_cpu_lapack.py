@@ -12,6 +12,7 @@ from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.core import cpu_lapack
+from numpyro_dilation.diagnostics import MIN_PARTICLES, MIN_WARMUP
 
 
 def rbf(x, variance, length, noise):
@@ -106,7 +107,12 @@ def test_sequential_evaluation_gives_the_vmap_values():
 def test_kernel_decides_once_per_model():
     x, y = gp_data()
     kernel = DilationKernel(two_series_gp, step="mala")  # one gradient per move
-    kernel.init(jax.random.split(jax.random.PRNGKey(0), 64), 200, model_args=(x, y))
+    # init runs the warmup: the shortest that raises no warning
+    kernel.init(
+        jax.random.split(jax.random.PRNGKey(0), MIN_PARTICLES),
+        MIN_WARMUP,
+        model_args=(x, y),
+    )
     assert kernel._sequential is cpu_lapack.deadlock_prone()
     plain = DilationKernel(potential_fn=lambda z: 0.5 * jnp.sum(z**2))
     plain.init(
