@@ -44,11 +44,18 @@ def gaussian():
 
 two_modes = targets.as_numpyro_model(targets.two_unequal_modes(4))
 out = {"process_count": jax.process_count(), "device_count": jax.device_count()}
-for name, model in (("unimodal", gaussian), ("multimodal", two_modes)):
+# The unimodal run takes the default move (HMC here: one mode, a dense
+# preconditioner); the two modes MALA's, which the default also moves them
+# with after the annealing ("auto" would compile the annealing loop with HMC's
+# options as well, for the same collectives).
+for name, model, step in (
+    ("unimodal", gaussian, "auto"),
+    ("multimodal", two_modes, "mala"),
+):
     mcmc = MCMC(
-        DilationKernel(model),
-        num_warmup=200,
-        num_samples=40,
+        DilationKernel(model, step=step),
+        num_warmup=100,
+        num_samples=20,
         num_chains=512,
         chain_method="vectorized",
         progress_bar=False,
@@ -109,7 +116,7 @@ def test_two_processes_form_one_cluster_of_four_devices(runs):
 def test_same_draws_as_one_process_with_as_many_devices(runs, name):
     # float64: both runs compile the same program over 4 devices; only the
     # order of the sums in the cross-process all-reduces may differ (~1e-16
-    # relative), which stays far below 1e-9 through 240 iterations, while one
+    # relative), which stays far below 1e-9 through 120 iterations, while one
     # accept decision or resampling choice that differed would move a draw by
     # O(step size) ~ 0.1 or by the distance between the modes (~2).
     two, one = runs
@@ -132,17 +139,17 @@ def test_each_process_holds_its_half_of_the_particles(runs, name):
 
 def test_arviz_reads_either_collection(runs):
     two, _ = runs
-    assert two["unimodal"]["arviz_local"] == [[256, 40, 3], [256, 40]]
-    assert two["unimodal"]["arviz_whole"] == [[512, 40, 3], [512, 40]]
+    assert two["unimodal"]["arviz_local"] == [[256, 20, 3], [256, 20]]
+    assert two["unimodal"]["arviz_whole"] == [[512, 20, 3], [512, 20]]
 
 
 def test_mode_weights_across_processes(runs):
     # targets.two_unequal_modes(4): the heavy mode (weight 2/3) is the one
     # nearer 1 + 1/3 on every coordinate. Standard error from the 512 particles'
-    # own shares (each a time average over its 40 draws, particles independent
+    # own shares (each a time average over its 20 draws, particles independent
     # given the frozen mixture): 4 standard errors of that mean.
     two, _ = runs
-    x = np.asarray(two["multimodal"]["draws"]["x"])  # (512, 40, 4)
+    x = np.asarray(two["multimodal"]["draws"]["x"])  # (512, 20, 4)
     heavy = (x.mean(-1) > 1 / 3).mean(axis=1)
     assert two["multimodal"]["num_modes"] == 2
     se = heavy.std(ddof=1) / np.sqrt(heavy.size)

@@ -12,6 +12,7 @@ from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.core import cpu_lapack
+from numpyro_dilation.diagnostics import MIN_PARTICLES, MIN_WARMUP
 
 
 def rbf(x, variance, length, noise):
@@ -104,13 +105,13 @@ def test_sequential_evaluation_gives_the_vmap_values():
 
 
 def test_kernel_decides_once_per_model():
-    x, y = gp_data()
-    kernel = DilationKernel(two_series_gp, step="mala")  # one gradient per move
-    kernel.init(jax.random.split(jax.random.PRNGKey(0), 64), 200, model_args=(x, y))
-    assert kernel._sequential is cpu_lapack.deadlock_prone()
+    # A potential without LAPACK calls is never evaluated one particle at a
+    # time (the GP model's decision: the test below).
     plain = DilationKernel(potential_fn=lambda z: 0.5 * jnp.sum(z**2))
     plain.init(
-        jax.random.split(jax.random.PRNGKey(0), 64), 200, init_params=jnp.ones((64, 2))
+        jax.random.split(jax.random.PRNGKey(0), MIN_PARTICLES),
+        MIN_WARMUP,
+        init_params=jnp.ones((MIN_PARTICLES, 2)),
     )
     assert plain._sequential is False
 
@@ -130,6 +131,8 @@ def test_gaussian_process_with_latent_hyperparameters_finishes():
         num_samples=20,
         num_chains=512,
     )
+    # one particle at a time exactly where batched LAPACK calls can deadlock
+    assert mcmc.sampler._sequential is cpu_lapack.deadlock_prone()
     samples = mcmc.get_samples()
     assert set(samples) == {"length", "noise", "variance"}
     for value in samples.values():
