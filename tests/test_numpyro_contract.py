@@ -248,6 +248,27 @@ def test_run_under_jit_matches_the_eager_run():
     np.testing.assert_allclose(jitted, eager, atol=1e-3)
 
 
+def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted():
+    # step="auto" reads on the host how many modes the fit that ends the
+    # annealing found; under jax.jit of the run it cannot, so with the mode
+    # fits on (the defaults) it moves with MALA, in warmup and sampling: one
+    # gradient per particle and iteration, 60 + 20. Run eagerly, this model
+    # (one mode, d = 1, 64 particles: a dense preconditioner) would move with
+    # HMC (the rule: test_kernel.py's test_auto_step_...). Mean within 0.25 =
+    # 5 se (test_jit_model_args_...).
+    y = jnp.array([1.0, 2.0, 0.5, 1.5])
+
+    @jax.jit
+    def run(key, y):
+        mcmc = mcmc_for(DilationKernel(normal_mean_model))
+        mcmc.run(key, y)
+        return mcmc.get_samples()["mu"], mcmc.last_state.sampler_state.num_gradients
+
+    mu, num_gradients = run(jax.random.PRNGKey(0), y)
+    assert int(num_gradients) == 60 + 20
+    assert abs(float(mu.mean()) - posterior_mean(y)) < 0.25
+
+
 def test_init_under_vmap_matches_init():
     y = jnp.ones(3)
     keys = jax.random.split(jax.random.PRNGKey(0), 128).reshape(2, 64, 2)
