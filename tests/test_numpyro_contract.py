@@ -11,6 +11,7 @@ import pytest
 from numpyro.infer import MCMC
 
 from numpyro_dilation import DilationKernel, DilationWarning
+from numpyro_dilation.core import sampler
 
 
 def normal_mean_model(y):
@@ -248,25 +249,36 @@ def test_run_under_jit_matches_the_eager_run():
     np.testing.assert_allclose(jitted, eager, atol=1e-3)
 
 
-def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted():
+def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted(monkeypatch):
     # step="auto" reads on the host how many modes the fit that ends the
-    # annealing found; under jax.jit of the run it cannot, so with the mode
-    # fits on (the defaults) it moves with MALA, in warmup and sampling: one
-    # gradient per particle and iteration, 60 + 20. Run eagerly, this model
-    # (one mode, d = 1, 64 particles: a dense preconditioner) would move with
-    # HMC (the rule: test_kernel.py's test_auto_step_...). Mean within 0.25 =
-    # 5 se (test_jit_model_args_...).
+    # annealing found; under a JAX transformation of the run (jax.jit; here
+    # jax.eval_shape, which traces it the same way without compiling it) it
+    # cannot, so with the mode fits on (the defaults) every warmup step and
+    # the sampling move are MALA's. Run eagerly, this model (one mode, d = 1,
+    # 64 particles: a dense preconditioner) moves with HMC from the end of
+    # the annealing.
+    warmup_moves = []  # options.hmc of every warmup step traced
+    step = sampler.step
+
+    def recording_step(key, state, fn, options, *args, **kwargs):
+        warmup_moves.append(options.hmc)
+        return step(key, state, fn, options, *args, **kwargs)
+
+    monkeypatch.setattr(sampler, "step", recording_step)
     y = jnp.array([1.0, 2.0, 0.5, 1.5])
+    kernel = DilationKernel(normal_mean_model)
 
-    @jax.jit
     def run(key, y):
-        mcmc = mcmc_for(DilationKernel(normal_mean_model))
+        mcmc = mcmc_for(kernel)
         mcmc.run(key, y)
-        return mcmc.get_samples()["mu"], mcmc.last_state.sampler_state.num_gradients
+        return mcmc.get_samples()["mu"]
 
-    mu, num_gradients = run(jax.random.PRNGKey(0), y)
-    assert int(num_gradients) == 60 + 20
-    assert abs(float(mu.mean()) - posterior_mean(y)) < 0.25
+    jax.eval_shape(run, jax.random.PRNGKey(0), y)
+    assert warmup_moves and not any(warmup_moves)
+    assert not kernel._sampling_options.hmc
+    warmup_moves.clear()
+    run(jax.random.PRNGKey(0), y)
+    assert any(warmup_moves) and kernel._sampling_options.hmc
 
 
 def test_init_under_vmap_matches_init():

@@ -104,7 +104,7 @@ def test_sequential_evaluation_gives_the_vmap_values():
     np.testing.assert_allclose(out[0], jnp.full(4, fn(points[0])[0]), rtol=1e-6)
 
 
-def test_kernel_decides_once_per_model():
+def test_a_potential_without_lapack_calls_is_evaluated_batched():
     # A potential without LAPACK calls is never evaluated one particle at a
     # time (the GP model's decision: the test below).
     plain = DilationKernel(potential_fn=lambda z: 0.5 * jnp.sum(z**2))
