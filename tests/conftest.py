@@ -8,6 +8,14 @@ import tempfile
 
 from packaging.version import Version
 
+
+def _default_xla_flag(flag: str, value: str) -> None:
+    """Add ``flag=value`` to ``XLA_FLAGS`` unless the caller set ``flag``."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if flag not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}={value}"
+
+
 # XLA's CPU backend at optimisation level 0, set before JAX starts its backend
 # (subprocesses inherit it): the suite is mostly compilation (each test builds
 # its own closures), and level 0 compiles a DilationKernel run about 40% faster
@@ -16,9 +24,7 @@ from packaging.version import Version
 # level; a float32 run of 250 iterations ends within 1e-4 of the default
 # level's), and took 690 s instead of 857 s (2 cores, docs/benchmarks.md "The
 # test suite"). Speed is measured by benchmarks/, at XLA's default level.
-_OPTIMIZATION = "--xla_backend_optimization_level"
-if _OPTIMIZATION not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPTIMIZATION}=0"
+_default_xla_flag("--xla_backend_optimization_level", "0")
 
 # On jaxlib < 0.11 (the Python 3.10/3.11 stack), also XLA's older CPU fusion
 # emitters: they compile a DilationKernel run in about half the time of the
@@ -28,11 +34,8 @@ if _OPTIMIZATION not in os.environ.get("XLA_FLAGS", ""):
 # 200 + 50 iterations: individual draws differ; avg_effect's mean 5.78 and sd
 # 5.47 against 5.77 and 5.48), which the statistical tolerances allow for.
 # jaxlib 0.11+ has no such flag (XLA refuses an unknown one).
-_EMITTERS = "--xla_cpu_use_fusion_emitters"
-if _EMITTERS not in os.environ.get("XLA_FLAGS", "") and Version(
-    importlib.metadata.version("jaxlib")
-) < Version("0.11"):
-    os.environ["XLA_FLAGS"] = f"{os.environ['XLA_FLAGS']} {_EMITTERS}=false"
+if Version(importlib.metadata.version("jaxlib")) < Version("0.11"):
+    _default_xla_flag("--xla_cpu_use_fusion_emitters", "false")
 
 import filelock  # noqa: E402, F401  (the locked cache below needs it: test extras)
 import jax  # noqa: E402
