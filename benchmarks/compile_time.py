@@ -3,7 +3,7 @@ compilation and run of ``mcmc.run``, DilationKernel (1024 particles, 500 +
 200) against NUTS (4 chains, 500 + 500) in the same process, as a ratio.
 
     python benchmarks/compile_time.py [--model forty_modes] [--repeats 3]
-        [--breakdown] [--cache]
+        [--breakdown] [--kernels] [--cache]
 
 ``--model``: one of ``numpyro_dilation.cli.DEMOS`` (``eight_schools``, unimodal;
 ``forty_modes``, the 40-mode mixture, both samplers started uniformly in its
@@ -16,6 +16,11 @@ medians are printed with the ratio DilationKernel / NUTS.
 ``--breakdown`` adds, for the first repeat of each sampler, XLA's compile
 seconds per compiled program (JAX's ``backend_compile_duration`` events by
 function name; the rest of the compile time is tracing and lowering).
+``--kernels`` adds, per compiled program of one run of each sampler in a
+fresh process, the number of kernels XLA's CPU backend generated (its fused
+computations, each compiled on its own through MLIR and LLVM) and the seconds
+that took, read from XLA's own log (``TF_CPP_VMODULE``; jaxlib 0.11+, whose
+CPU backend compiles every kernel through its MLIR fusion emitters).
 ``--cache`` adds the persistent compilation cache
 (``numpyro_dilation.compile_cache``): each sampler runs in two fresh processes
 sharing an empty cache folder, and the second process's times are printed
@@ -25,6 +30,8 @@ against the first's.
 import argparse
 import collections
 import json
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -90,16 +97,50 @@ def _breakdown(name: str, programs: dict, top: int = 5) -> None:
 
 
 def _in_fresh_process(
-    name: str, model_name: str, cache_dir: str
-) -> tuple[float, float]:
+    name: str, model_name: str, cache_dir: str | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     command = [sys.executable, __file__, "--child", name, "--model", model_name]
-    out = subprocess.run(
-        [*command, "--cache-dir", cache_dir],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    if cache_dir:
+        command += ["--cache-dir", cache_dir]
+    return subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+
+
+def _times(name: str, model_name: str, cache_dir: str) -> tuple[float, float]:
+    """(compile, run) seconds of one run in a fresh process using the cache."""
+    out = _in_fresh_process(name, model_name, cache_dir).stdout
     return tuple(json.loads(out.splitlines()[-1]))
+
+
+XLA_LOG = {
+    "TF_CPP_MIN_LOG_LEVEL": "0",
+    "TF_CPP_VMODULE": "hlo_pass_pipeline=1,fusion_compiler=1,ir_compiler=1",
+}
+
+
+def kernels(name: str, model_name: str) -> dict[str, tuple[int, float]]:
+    """Per program of one run (fresh process): XLA's CPU kernels and their
+    compile seconds (MLIR then LLVM), from XLA's log."""
+    log = _in_fresh_process(name, model_name, env={**os.environ, **XLA_LOG}).stderr
+    count, seconds = collections.Counter(), collections.Counter()
+    program = "?"
+    for line in log.splitlines():
+        started = re.search(r"Running HLO pass pipeline on module (\S+):", line)
+        if started:
+            program = started.group(1)
+            continue
+        done = re.search(r"Compiled (MLIR|LLVM) module: .* time: ([\d.]+) ms", line)
+        if done:
+            count[program] += done.group(1) == "MLIR"
+            seconds[program] += float(done.group(2)) / 1e3
+    return {p: (count[p], seconds[p]) for p in count}
+
+
+def _print_kernels(name: str, table: dict[str, tuple[int, float]], top: int = 6):
+    ranked = sorted(table.items(), key=lambda kv: -kv[1][0])
+    total = sum(n for n, _ in table.values())
+    print(f"{name}: {total} XLA kernels over {len(table)} programs")
+    for program, (n, seconds) in ranked[:top]:
+        print(f"    {n:5d} kernels {seconds:6.2f} s  {program}")
 
 
 def main() -> None:
@@ -107,12 +148,14 @@ def main() -> None:
     parser.add_argument("--model", choices=sorted(DEMOS), default="eight_schools")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--kernels", action="store_true")
     parser.add_argument("--cache", action="store_true")
     parser.add_argument("--child", choices=sorted(BUDGETS), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        compile_cache.enable(args.cache_dir)
+        if args.cache_dir:
+            compile_cache.enable(args.cache_dir)
         print(json.dumps(one_run(args.child, args.model)[:2]))
         return
     monitoring.register_event_duration_secs_listener(_record)
@@ -131,11 +174,14 @@ def main() -> None:
     if args.breakdown:
         for name, programs in first_programs.items():
             _breakdown(name, programs)
+    if args.kernels:
+        for name in BUDGETS:
+            _print_kernels(name, kernels(name, args.model))
     if args.cache:
         for name in BUDGETS:
             with tempfile.TemporaryDirectory() as cache_dir:
-                first = _in_fresh_process(name, args.model, cache_dir)
-                second = _in_fresh_process(name, args.model, cache_dir)
+                first = _times(name, args.model, cache_dir)
+                second = _times(name, args.model, cache_dir)
             print(
                 f"{name:>15}, fresh processes sharing a cache: compile "
                 f"{first[0]:.1f} s then {second[0]:.1f} s "

@@ -178,25 +178,34 @@ def climb(
     ``x' = x + eta scale^2 grad log p(x)`` is kept if ``log p`` rises (then
     ``eta`` doubles), else ``eta`` halves; ``eta`` starts at 1. Returns the
     points reached and their log densities.
+
+    The loop's first pass evaluates the starting point itself (a step of
+    length 0 that is always kept): one evaluation of ``log p`` in the compiled
+    program, not two.
     """
 
     def one(x0, s):
-        value, grad = logdensity_and_grad_fn(x0)
-
-        def body(_, carry):
+        def body(i, carry):
             x, value, grad, eta = carry
-            new = x + eta * s**2 * grad
+            start = i == 0
+            new = x + jnp.where(start, 0.0, eta) * s**2 * grad
             new_value, new_grad = logdensity_and_grad_fn(new)
-            up = (new_value > value) & jnp.all(jnp.isfinite(new_grad))
+            up = start | ((new_value > value) & jnp.all(jnp.isfinite(new_grad)))
             return (
                 jnp.where(up, new, x),
                 jnp.where(up, new_value, value),
                 jnp.where(up, new_grad, grad),
-                jnp.where(up, 2 * eta, eta / 2),
+                jnp.where(start, eta, jnp.where(up, 2 * eta, eta / 2)),
             )
 
-        one_ = jnp.ones((), x0.dtype)
-        x, value, _, _ = jax.lax.fori_loop(0, num_steps, body, (x0, value, grad, one_))
+        value, grad = jax.eval_shape(logdensity_and_grad_fn, x0)
+        carry = (
+            x0,
+            jnp.zeros(value.shape, value.dtype),
+            jnp.zeros(grad.shape, grad.dtype),
+            jnp.ones((), x0.dtype),
+        )
+        x, value, _, _ = jax.lax.fori_loop(0, num_steps + 1, body, carry)
         return x, value
 
     return map_particles(one, x, scale)
