@@ -1,10 +1,8 @@
 """One population across processes (numpyro_dilation.distributed), on this
-machine: 2 processes with 2 CPU devices each, a JAX cluster with its
-coordinator on 127.0.0.1 (distributed.launch), against the same runs made by
-the test process on its one device (tests/distributed_runs.py).
+machine: 2 processes with 2 CPU devices each against 1 process with 4, each a
+JAX cluster of its own with its coordinator on 127.0.0.1 (distributed.launch).
 
-JAX fixes its devices when it starts, so the cluster's processes are fresh
-Python processes.
+JAX fixes its devices when it starts, so every run is a fresh Python process.
 """
 
 import json
@@ -12,18 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from distributed_runs import RUNS, run
 
 from numpyro_dilation import distributed
 
 WORKER = r"""
 import json
-import sys
 from numpyro_dilation import distributed
 
 distributed.initialize(initialization_timeout=120, heartbeat_timeout=60)
@@ -32,34 +26,61 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 import arviz as az
+import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer import MCMC
 
-sys.path.insert(0, {tests!r})
-from distributed_runs import RUNS, run
+from numpyro_dilation import DilationKernel
+from numpyro_dilation.validation import targets
 
-out = {{"process_count": jax.process_count(), "device_count": jax.device_count()}}
-for name in RUNS:
-    mcmc = run(name)
+
+def gaussian():
+    loc = numpyro.sample("loc", dist.Normal(jnp.zeros(3), 2.0).to_event(1))
+    scale = numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
+    numpyro.sample("obs", dist.Normal(loc.sum(), scale), obs=1.0)
+
+
+two_modes = targets.as_numpyro_model(targets.two_unequal_modes(4))
+out = {"process_count": jax.process_count(), "device_count": jax.device_count()}
+# The unimodal run takes the default move (HMC here: one mode, a dense
+# preconditioner); the two modes MALA's, which the default also moves them
+# with after the annealing ("auto" would compile the annealing loop with HMC's
+# options as well, for the same collectives).
+for name, model, step in (
+    ("unimodal", gaussian, "auto"),
+    ("multimodal", two_modes, "mala"),
+):
+    mcmc = MCMC(
+        DilationKernel(model, step=step),
+        num_warmup=100,
+        num_samples=20,
+        num_chains=512,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(0), extra_fields=("accept_prob",))
     local = distributed.collect(mcmc)
     whole = distributed.collect(mcmc, gather=True)
     index = distributed.process_particles(mcmc)
     draws = whole.get_samples(group_by_chain=True)
-    draws = {{k: np.asarray(v) for k, v in draws.items()}}
+    draws = {k: np.asarray(v) for k, v in draws.items()}
     mine = local.get_samples(group_by_chain=True)
     accept = whole.get_extra_fields(group_by_chain=True)["accept_prob"]
-    out[name] = {{
-        "draws": {{k: v.tolist() for k, v in draws.items()}},
+    out[name] = {
+        "draws": {k: v.tolist() for k, v in draws.items()},
         "accept": np.asarray(accept).tolist(),
         "local_chains": int(local.num_chains),
         "local_is_its_slice": all(
             np.array_equal(np.asarray(mine[k]), v[index]) for k, v in draws.items()
         ),
         "num_modes": int(mcmc.last_state.sampler_state.modes.num_modes),
-    }}
+    }
     if name == "unimodal":  # ArviZ on either collection, log likelihood too
-        for label, collection in (("local", local), ("whole", whole)):
-            data = az.from_numpyro(collection, log_likelihood=True)
-            out[name][f"arviz_{{label}}"] = [
+        for label, run in (("local", local), ("whole", whole)):
+            data = az.from_numpyro(run, log_likelihood=True)
+            out[name][f"arviz_{label}"] = [
                 list(data.posterior["loc"].shape),
                 list(data.log_likelihood["obs"].shape),
             ]
@@ -68,80 +89,69 @@ if jax.process_index() == 0:
 """
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """What process 0 of 2 (2 devices each) reports of the runs."""
-    script = tmp_path_factory.mktemp("distributed") / "worker.py"
-    script.write_text(WORKER.format(tests=str(Path(__file__).parent)))
-    results = distributed.launch([sys.executable, str(script)], 2, 2, 500)
+def _run(tmp_path, num_processes, devices_per_process):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    results = distributed.launch(
+        [sys.executable, str(script)], num_processes, devices_per_process, 500
+    )
     lines = [ln for ln in results[0].stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, results[0].stderr[-3000:]
     return json.loads(lines[-1][len("RESULT ") :])
 
 
 @pytest.fixture(scope="module")
-def single():
-    """The same runs in this process, on one device, in float64 as the cluster's."""
-    out = {}
-    with jax.enable_x64(True):
-        for name in RUNS:
-            mcmc = run(name)
-            out[name] = {
-                "draws": {
-                    k: np.asarray(v)
-                    for k, v in mcmc.get_samples(group_by_chain=True).items()
-                },
-                "accept": np.asarray(
-                    mcmc.get_extra_fields(group_by_chain=True)["accept_prob"]
-                ),
-            }
-    return out
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("distributed")
+    return _run(tmp, 2, 2), _run(tmp, 1, 4)
 
 
-def test_two_processes_form_one_cluster_of_four_devices(cluster):
-    assert (cluster["process_count"], cluster["device_count"]) == (2, 4)
+def test_two_processes_form_one_cluster_of_four_devices(runs):
+    two, one = runs
+    assert (two["process_count"], two["device_count"]) == (2, 4)
+    assert (one["process_count"], one["device_count"]) == (1, 4)
 
 
-@pytest.mark.parametrize("name", list(RUNS))
-def test_same_draws_as_one_process_on_one_device(cluster, single, name):
-    # float64: the programs differ only in where the population's sums are
-    # taken (per device, then all-reduced across devices and processes), which
-    # changes their rounding (~1e-16 relative). MALA's draws keep that below
-    # 1e-9 through 120 iterations (also tests/core/test_sharding.py, 4 devices
-    # in one process against one); HMC's trajectories amplify it (measured:
-    # at most 2.3e-8 on the unimodal run, 1e-8 on jax 0.10). One accept decision, number of
-    # leapfrog steps or resampling choice that differed would move a draw by
-    # O(step size) ~ 0.1 or by the distance between the modes (~2): 1e-6
-    # tells the two apart with orders of magnitude to spare on both sides.
-    atol = {"unimodal": 1e-6, "multimodal": 1e-9}[name]
-    for site, draws in cluster[name]["draws"].items():
-        a, b = np.asarray(draws), single[name]["draws"][site]
+@pytest.mark.parametrize("name", ["unimodal", "multimodal"])
+def test_same_draws_as_one_process_with_as_many_devices(runs, name):
+    # float64: both runs compile the same program over 4 devices; only the
+    # order of the sums in the cross-process all-reduces may differ (~1e-16
+    # relative), which stays far below 1e-9 through 120 iterations, while one
+    # accept decision or resampling choice that differed would move a draw by
+    # O(step size) ~ 0.1 or by the distance between the modes (~2).
+    two, one = runs
+    for site, draws in two[name]["draws"].items():
+        a, b = np.asarray(draws), np.asarray(one[name]["draws"][site])
         assert a.shape == b.shape
         assert np.max(np.abs(a)) > 0.5
-        np.testing.assert_allclose(a, b, rtol=0, atol=atol, err_msg=site)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=site)
     np.testing.assert_allclose(
-        cluster[name]["accept"], single[name]["accept"], rtol=0, atol=atol
+        two[name]["accept"], one[name]["accept"], rtol=0, atol=1e-9
     )
 
 
-@pytest.mark.parametrize("name", list(RUNS))
-def test_each_process_holds_its_half_of_the_particles(cluster, name):
-    assert cluster[name]["local_chains"] == 256 and cluster[name]["local_is_its_slice"]
+@pytest.mark.parametrize("name", ["unimodal", "multimodal"])
+def test_each_process_holds_its_half_of_the_particles(runs, name):
+    two, one = runs
+    assert two[name]["local_chains"] == 256 and two[name]["local_is_its_slice"]
+    assert one[name]["local_chains"] == 512 and one[name]["local_is_its_slice"]
 
 
-def test_arviz_reads_either_collection(cluster):
-    assert cluster["unimodal"]["arviz_local"] == [[256, 20, 3], [256, 20]]
-    assert cluster["unimodal"]["arviz_whole"] == [[512, 20, 3], [512, 20]]
+def test_arviz_reads_either_collection(runs):
+    two, _ = runs
+    assert two["unimodal"]["arviz_local"] == [[256, 20, 3], [256, 20]]
+    assert two["unimodal"]["arviz_whole"] == [[512, 20, 3], [512, 20]]
 
 
-def test_mode_weights_across_processes(cluster):
+def test_mode_weights_across_processes(runs):
     # targets.two_unequal_modes(4): the heavy mode (weight 2/3) is the one
     # nearer 1 + 1/3 on every coordinate. Standard error from the 512 particles'
     # own shares (each a time average over its 20 draws, particles independent
     # given the frozen mixture): 4 standard errors of that mean.
-    x = np.asarray(cluster["multimodal"]["draws"]["x"])  # (512, 20, 4)
+    two, _ = runs
+    x = np.asarray(two["multimodal"]["draws"]["x"])  # (512, 20, 4)
     heavy = (x.mean(-1) > 1 / 3).mean(axis=1)
-    assert cluster["multimodal"]["num_modes"] == 2
+    assert two["multimodal"]["num_modes"] == 2
     se = heavy.std(ddof=1) / np.sqrt(heavy.size)
     assert abs(heavy.mean() - 2 / 3) < 4 * max(se, 1e-3), (heavy.mean(), se)
 
