@@ -188,7 +188,7 @@ def climb(
         def body(i, carry):
             x, value, grad, eta = carry
             start = i == 0
-            new = x + jnp.where(start, 0.0, eta) * s**2 * grad
+            new = jnp.where(start, x, x + eta * s**2 * grad)
             new_value, new_grad = logdensity_and_grad_fn(new)
             up = start | ((new_value > value) & jnp.all(jnp.isfinite(new_grad)))
             return (
