@@ -19,8 +19,10 @@ function name; the rest of the compile time is tracing and lowering).
 ``--kernels`` adds, per compiled program of one run of each sampler in a
 fresh process, the number of kernels XLA's CPU backend generated (its fused
 computations, each compiled on its own through MLIR and LLVM) and the seconds
-that took, read from XLA's own log (``TF_CPP_VMODULE``; jaxlib 0.11+, whose
-CPU backend compiles every kernel through its MLIR fusion emitters).
+that took, read from XLA's own log (``TF_CPP_VMODULE``): what its MLIR fusion
+emitters log, the default on jaxlib 0.10 and the only ones on 0.11+; with
+jaxlib 0.10's older emitters (``--xla_cpu_use_fusion_emitters=false``) no
+kernel is logged, and it says so.
 ``--cache`` adds the persistent compilation cache
 (``numpyro_dilation.compile_cache``): each sampler runs in two fresh processes
 sharing an empty cache folder, and the second process's times are printed
@@ -138,6 +140,12 @@ def kernels(name: str, model_name: str) -> dict[str, tuple[int, float]]:
 def _print_kernels(name: str, table: dict[str, tuple[int, float]], top: int = 6):
     ranked = sorted(table.items(), key=lambda kv: -kv[1][0])
     total = sum(n for n, _ in table.values())
+    if total == 0:
+        print(
+            f"{name}: XLA logged no kernel (not its MLIR fusion emitters: "
+            "XLA_FLAGS=--xla_cpu_use_fusion_emitters=false?)"
+        )
+        return
     print(f"{name}: {total} XLA kernels over {len(table)} programs")
     for program, (n, seconds) in ranked[:top]:
         print(f"    {n:5d} kernels {seconds:6.2f} s  {program}")

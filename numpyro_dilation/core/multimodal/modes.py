@@ -198,11 +198,11 @@ def climb(
                 jnp.where(start, eta, jnp.where(up, 2 * eta, eta / 2)),
             )
 
-        value, grad = jax.eval_shape(logdensity_and_grad_fn, x0)
+        value_shape, grad_shape = jax.eval_shape(logdensity_and_grad_fn, x0)
         carry = (
             x0,
-            jnp.zeros(value.shape, value.dtype),
-            jnp.zeros(grad.shape, grad.dtype),
+            jnp.zeros(value_shape.shape, value_shape.dtype),
+            jnp.zeros(grad_shape.shape, grad_shape.dtype),
             jnp.ones((), x0.dtype),
         )
         x, value, _, _ = jax.lax.fori_loop(0, num_steps + 1, body, carry)
