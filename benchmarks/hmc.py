@@ -3,7 +3,7 @@ curved and real posteriors of 2 to 502 dimensions.
 
     python benchmarks/hmc.py [--targets spread,banana,...] [--particles 1024]
         [--reference benchmarks/results/hmc_reference.json] [--no-chees]
-        [--dk-steps mala,hmc] [--low-rank-mass R]
+        [--dk-steps mala,hmc] [--low-rank-mass R] [--dense-mass]
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
 particles; NUTS 4 chains of 500 + 1000), same seed: NUTS,
@@ -22,7 +22,9 @@ Carlo standard errors (``se = sd / sqrt(ESS)`` per coordinate,
 quadrature), the largest |sd / sd_ref - 1|, and the end-of-warmup warnings.
 With ``--low-rank-mass R`` each DilationKernel move also runs with
 ``low_rank_mass=R`` (a diagonal preconditioner that whitens ``R`` more
-directions; rows "DK mala, rank R").
+directions; rows "DK mala, rank R"); with ``--dense-mass`` with
+``dense_mass=True`` (rows "DK hmc, dense"), for the dimensions where the
+default (``dense_mass=None``) is diagonal.
 
 Targets (the goals of issue 10; ``init`` is NumPyro's ``init_to_uniform``
 unless said):
@@ -341,6 +343,11 @@ def main() -> None:
         default=0,
         help="also run each DilationKernel move with low_rank_mass=R",
     )
+    parser.add_argument(
+        "--dense-mass",
+        action="store_true",
+        help="also run each DilationKernel move with dense_mass=True",
+    )
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
     if not args.no_chees:
@@ -372,6 +379,10 @@ def main() -> None:
                     step=step,
                     init_strategy=init,
                     low_rank_mass=args.low_rank_mass,
+                )
+            if args.dense_mass:
+                runs[f"DK {step}, dense"] = DilationKernel(
+                    model, step=step, init_strategy=init, dense_mass=True
                 )
         rows = {}
         for run, kernel in runs.items():

@@ -1,7 +1,8 @@
 """Diagonal against dense population preconditioner, as the dimension grows.
 
     python benchmarks/preconditioner.py [--dims 10,30,100,200] [--particles 1024]
-        [--targets independent,rotated,eight_schools,breast_cancer] [--step mala]
+        [--targets independent,rotated,eight_schools,breast_cancer,two_modes]
+        [--step mala|hmc|auto]
 
 The measurement behind the ``dense_mass=None`` rule of ``DilationKernel``.
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
@@ -19,6 +20,10 @@ the largest |mean error| in sds and the largest |sd / sd_true - 1|.
 * ``rotated``: the same variances in a random rotation (condition number 1e4).
 * ``eight_schools``: non-centred eight schools, d = 10.
 * ``breast_cancer``: logistic regression on scikit-learn's bundled data, d = 31.
+* ``two_modes`` (only when named): ``targets.asymmetric_mixture`` in each
+  dimension, two modes along the first axis (weights 0.3 / 0.7): with
+  ``--step auto`` the MALA moves and jumps that ``step="auto"`` runs on a
+  multimodal posterior, with the preconditioner that its dense rule gives.
 Initial points: standard normal for the Gaussians, NumPyro's uniform(-2, 2)
 for the real models.
 """
@@ -69,6 +74,13 @@ def _cases(names, dims):
                     (mean, sd),
                     init_to_standard_normal,
                 )
+        elif name == "two_modes":
+            for dim in dims:
+                target = targets.asymmetric_mixture(dim)
+                mean = np.asarray(target.reference["mean"])
+                sd = np.sqrt(np.asarray(target.reference["var"]))
+                model = targets.as_numpyro_model(target)
+                yield f"{name} d={dim}", dim, model, (), (mean, sd), init_to_uniform
         elif name == "eight_schools":
             yield name, 10, targets.eight_schools_model, (), None, init_to_uniform
         elif name == "breast_cancer":
@@ -86,7 +98,7 @@ def main() -> None:
     )
     parser.add_argument("--dims", default="10,30,100,200")
     parser.add_argument("--particles", type=int, default=1024)
-    parser.add_argument("--step", default="mala", choices=("mala", "hmc"))
+    parser.add_argument("--step", default="mala", choices=("mala", "hmc", "auto"))
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
     dims = [int(d) for d in args.dims.split(",")]

@@ -243,16 +243,18 @@ class DilationKernel(MCMCKernel):
     :param adapt_mass_matrix: estimate the preconditioner from the population
         while tuning at ``l = 1``.
     :param dense_mass: dense (``True``) or diagonal (``False``) preconditioner;
-        ``None`` (default): dense when there are at least 10 particles per
-        dimension (``num_chains >= 10 d``, where the population estimates a
-        covariance well; ``core.preconditioner.dense_by_default``) and the
-        preconditioner is adapted, else diagonal.
+        ``None`` (default): dense when the preconditioner is adapted and there
+        are at least 5 particles per dimension where HMC moves may run
+        (``step="auto"`` or ``"hmc"``: ``num_chains >= 5 d``), 10 with MALA
+        or ULA (``num_chains >= 10 d``), where the population estimates a
+        covariance well enough for the move
+        (``core.preconditioner.dense_by_default``), else diagonal.
     :param low_rank_mass: with a diagonal preconditioner, also whiten the
         population's ``low_rank_mass`` widest directions (in the coordinates
         the diagonal whitens; those wider than noise alone makes them), at
         ``O(d r)`` per gradient: for strongly correlated posteriors with more
-        dimensions than a tenth of the particles, where the dense one is not
-        the default. Default 0 (diagonal only); ignored when the
+        dimensions than a fifth of the particles (a tenth with MALA), where the
+        dense one is not the default. Default 0 (diagonal only); ignored when the
         preconditioner is dense.
     :param schedule: ``"geometric"``, a callable ``u -> l(u)`` on [0, 1], or an
         increasing array of levels ending at 1.
@@ -597,7 +599,7 @@ class DilationKernel(MCMCKernel):
             logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
         if self._dense_mass is None:
             dense = self._options.adapt_inv_mass and preconditioner.dense_by_default(
-                dim, num_chains
+                dim, num_chains, hmc=self._step in ("auto", "hmc")
             )
             self._options = self._options._replace(dense_mass=dense)
         self._calendar = calendar.build_calendar(

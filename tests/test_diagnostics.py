@@ -227,7 +227,8 @@ def test_population_still_moving_between_modes_warns():
 
 
 def test_slow_mixing_warns_at_end_of_warmup():
-    # The stochastic-volatility model (100 days, d = 103) with MALA: the
+    # The stochastic-volatility model (100 days, d = 103) with MALA (and, as
+    # step="mala" makes it, a diagonal preconditioner): the
     # log-volatilities' positions 125 iterations apart correlate 0.41 across
     # 1024 particles at the end of warmup, z = 10.6 against the threshold 5.6
     # (1e-6, Bonferroni over 103 coordinates), while the mean and spread tests
@@ -236,7 +237,7 @@ def test_slow_mixing_warns_at_end_of_warmup():
     returns = targets.stochastic_volatility_data()
     with pytest.warns(DilationWarning, match="mix slowly at the end of warmup"):
         run_vectorized(
-            DilationKernel(targets.stochastic_volatility_model),
+            DilationKernel(targets.stochastic_volatility_model, step="mala"),
             returns,
             num_warmup=500,
             num_samples=1,

@@ -38,6 +38,8 @@ __all__ = [
 DENSE_PARTICLES_PER_DIM = 10
 """A dense preconditioner is the default when there are at least this many
 particles per dimension (:func:`dense_by_default`)."""
+DENSE_PARTICLES_PER_DIM_HMC = 5
+"""The same, for HMC moves."""
 
 
 class LowRank(NamedTuple):
@@ -126,8 +128,9 @@ def identity(dim: int, dense: bool = False, dtype=jnp.float32) -> Preconditioner
     return Preconditioner(eye, eye, eye)
 
 
-def dense_by_default(dim: int, num_particles: int) -> bool:
-    """Whether the population supports a dense ``M``: ``n >= 10 d``.
+def dense_by_default(dim: int, num_particles: int, hmc: bool = False) -> bool:
+    """Whether the population supports a dense ``M``: ``n >= 10 d``, or
+    ``n >= 5 d`` for HMC moves.
 
     A covariance estimated from ``n`` draws in ``d`` dimensions has, for a
     Gaussian, eigenvalues spread over ``(1 +- sqrt(d / n))^2`` times the true
@@ -137,6 +140,11 @@ def dense_by_default(dim: int, num_particles: int) -> bool:
     (benchmarks/preconditioner.py, docs/benchmarks.md): ESS per gradient of
     dense against diagonal 0.97x, 0.87x, 0.65x, 0.22x on an axis-aligned
     Gaussian at ``d / n`` = 0.01, 0.03, 0.1, 0.2, and 47x, 21x, 8x, 1.9x on the
-    same Gaussian rotated.
+    same Gaussian rotated. With HMC moves the noise costs less (the
+    trajectories cross what the estimate leaves unwhitened): 1.24x at
+    ``d / n = 0.1`` and 0.82x at 0.2 on the axis-aligned Gaussian, 24.9x at 0.1
+    rotated, and on a stochastic-volatility model (``d = 103``) right with a
+    dense ``M`` where MALA with a diagonal one was not.
     """
-    return num_particles >= DENSE_PARTICLES_PER_DIM * dim
+    per_dim = DENSE_PARTICLES_PER_DIM_HMC if hmc else DENSE_PARTICLES_PER_DIM
+    return num_particles >= per_dim * dim
