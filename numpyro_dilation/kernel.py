@@ -254,8 +254,10 @@ class DilationKernel(MCMCKernel):
         the diagonal whitens; those wider than noise alone makes them), at
         ``O(d r)`` per gradient: for strongly correlated posteriors with more
         dimensions than a fifth of the particles (a tenth with MALA), where the
-        dense one is not the default. Default 0 (diagonal only); ignored when the
-        preconditioner is dense.
+        dense one is not the default. Default 0 (diagonal only); with
+        ``dense_mass=None`` a positive value asks for the diagonal
+        preconditioner whatever the particle count (so ``step="auto"`` runs
+        MALA), and ``dense_mass=True`` refuses it.
     :param schedule: ``"geometric"``, a callable ``u -> l(u)`` on [0, 1], or an
         increasing array of levels ending at 1.
     :param lambda_min: first level of the geometric schedule.
@@ -598,8 +600,12 @@ class DilationKernel(MCMCKernel):
         if self._sequential:
             logdensity_and_grad = cpu_lapack.sequential_under_vmap(logdensity_and_grad)
         if self._dense_mass is None:
-            dense = self._options.adapt_inv_mass and preconditioner.dense_by_default(
-                dim, num_chains, hmc=self._step in ("auto", "hmc")
+            dense = (
+                self._options.adapt_inv_mass
+                and self._options.low_rank == 0  # a low rank asks for diagonal
+                and preconditioner.dense_by_default(
+                    dim, num_chains, hmc=self._step in ("auto", "hmc")
+                )
             )
             self._options = self._options._replace(dense_mass=dense)
         self._calendar = calendar.build_calendar(

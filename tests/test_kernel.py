@@ -106,29 +106,31 @@ def test_badly_scaled_gaussian(dense_mass):
 
 
 @pytest.mark.parametrize(
-    "dim, step, adapt, dense",
+    "dim, step, adapt, low_rank, dense",
     [
-        (12, "auto", True, True),
-        (13, "auto", True, False),
-        (12, "hmc", True, True),
-        (6, "mala", True, True),
-        (7, "mala", True, False),
-        (6, "auto", False, False),
+        (12, "auto", True, 0, True),
+        (13, "auto", True, 0, False),
+        (12, "hmc", True, 0, True),
+        (6, "mala", True, 0, True),
+        (7, "mala", True, 0, False),
+        (6, "auto", False, 0, False),
+        (6, "auto", True, 2, False),
     ],
 )
 def test_dense_mass_default_needs_five_particles_per_dimension_ten_with_mala(
-    dim, step, adapt, dense
+    dim, step, adapt, low_rank, dense
 ):
-    # dense_mass=None: dense exactly when the preconditioner is adapted and
-    # num_chains >= 5 d where HMC moves may run (step="auto" or "hmc"),
-    # num_chains >= 10 d with MALA (64 particles: d = 12 and 6 are dense,
-    # d = 13 and 7 are not).
+    # dense_mass=None: dense exactly when the preconditioner is adapted, no
+    # low rank is asked for, and num_chains >= 5 d where HMC moves may run
+    # (step="auto" or "hmc"), num_chains >= 10 d with MALA (64 particles:
+    # d = 12 and 6 are dense, d = 13 and 7 are not).
     num_chains = 64
     mcmc = run(
         DilationKernel(
             potential_fn=gaussian_potential(jnp.zeros(dim), jnp.eye(dim)),
             adapt_mass_matrix=adapt,
             step=step,
+            low_rank_mass=low_rank,
         ),
         init_params=spread_init(dim, num_chains),
         num_warmup=100,
@@ -140,23 +142,20 @@ def test_dense_mass_default_needs_five_particles_per_dimension_ten_with_mala(
 
 
 def test_low_rank_mass_whitens_a_wide_direction():
-    # MALA moves and d = 60 > 512 / 10, so the preconditioner is diagonal;
+    # low_rank_mass asks for a diagonal preconditioner (and so MALA moves);
     # the covariance I + 399 v v^T (v = 1 / sqrt(d)) has one direction 20 sds
     # wide, which a diagonal preconditioner leaves to MALA (300 warmup
     # iterations do not spread the population along it: variance 74 of 400
-    # in that run). With
-    # low_rank_mass=2 the population finds it (400 times the variance of the
-    # other directions; noise alone gives up to 2.0 times, one such estimate
-    # ended at 320) and the draws' moments are right within Monte Carlo error
-    # (assert_moments_within_mc_error).
+    # in that run). With low_rank_mass=2 the population finds it (400 times
+    # the variance of the other directions; noise alone gives up to 2.0
+    # times, one such estimate ended at 320) and the draws' moments are right
+    # within Monte Carlo error (assert_moments_within_mc_error).
     dim = 60
     v = np.ones(dim) / np.sqrt(dim)
     cov = np.eye(dim) + 399.0 * np.outer(v, v)
     mcmc = run(
         DilationKernel(
-            potential_fn=gaussian_potential(jnp.zeros(dim), cov),
-            step="mala",
-            low_rank_mass=2,
+            potential_fn=gaussian_potential(jnp.zeros(dim), cov), low_rank_mass=2
         ),
         init_params=spread_init(dim),
     )
