@@ -157,9 +157,7 @@ def kmeans(
     centres, _ = jax.lax.fori_loop(0, k, seed, (centres, d2))
 
     def lloyd(_, centres):
-        labels = nearest(centres)
-        counts = jax.ops.segment_sum(jnp.ones(n, x.dtype), labels, k)
-        sums = jax.ops.segment_sum(x, labels, k)
+        counts, sums = mixture_fit.label_sums(x, nearest(centres), k)
         return jnp.where(
             counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], centres
         )
@@ -253,7 +251,9 @@ def merge_by_barrier(
     values = jnp.where(jnp.isnan(values), -jnp.inf, values)
     floor = jnp.minimum(anchor_logdensity[rows], anchor_logdensity[cols]) - tolerance
     joined = (jnp.min(values, axis=1) >= floor) & valid[rows] & valid[cols]
-    adjacent = jnp.zeros((k, k), bool).at[rows, cols].max(joined)
+    # adjacent[r, c]: some tested pair (r, c) joined (row r's m pairs).
+    tested = cols.reshape(k, m, 1) == jnp.arange(k)
+    adjacent = jnp.any(tested & joined.reshape(k, m, 1), axis=1)
     adjacent = adjacent | adjacent.T | jnp.diag(valid)
 
     def spread(_, labels):
@@ -286,9 +286,8 @@ def fit_marginals(
 def _mode_log_mass(log_component_mass: Array, mode_of: Array) -> Array:
     """Log of the summed mass of each mode, at its representative index."""
     k = mode_of.shape[0]
-    segment = jnp.where(mode_of >= 0, mode_of, k)
-    mass = jax.ops.segment_sum(jnp.exp(log_component_mass), segment, k + 1)[:k]
-    return jnp.log(mass)
+    _, mass = mixture_fit.label_sums(jnp.exp(log_component_mass)[:, None], mode_of, k)
+    return jnp.log(mass[:, 0])
 
 
 def find_modes(
@@ -315,9 +314,9 @@ def find_modes(
     scale, labels = jax.lax.scan(cluster, scale, jax.random.split(key))
     labels = labels[-1]
     mixture = mixture_fit.fit(x, labels, k, inflation)
-    best = jax.ops.segment_max(logdensity, labels, k)
+    best = mixture_fit.label_max(logdensity, labels, k)
     is_best = logdensity == best[labels]
-    anchor_index = jax.ops.segment_max(
+    anchor_index = mixture_fit.label_max(
         jnp.where(is_best, jnp.arange(x.shape[0]), -1), labels, k
     )
     valid = jnp.isfinite(mixture.log_weights)
