@@ -393,8 +393,8 @@ def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
 
 
 def _tree_where(condition: Array, new, old):
-    """``new`` where ``condition`` holds, else ``old``, leaf by leaf."""
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+    """``new`` if the scalar ``condition`` holds, else ``old``."""
+    return jax.lax.cond(condition, lambda: new, lambda: old)
 
 
 def _jump(
