@@ -3,7 +3,7 @@ compilation and run of ``mcmc.run``, DilationKernel (1024 particles, 500 +
 200) against NUTS (4 chains, 500 + 500) in the same process, as a ratio.
 
     python benchmarks/compile_time.py [--model forty_modes] [--repeats 3]
-        [--breakdown] [--kernels] [--cache]
+        [--breakdown] [--kernels [--sources]] [--cache]
 
 ``--model``: one of ``numpyro_dilation.cli.DEMOS`` (``eight_schools``, unimodal;
 ``forty_modes``, the 40-mode mixture, both samplers started uniformly in its
@@ -22,7 +22,10 @@ computations, each compiled on its own through MLIR and LLVM) and the seconds
 that took, read from XLA's own log (``TF_CPP_VMODULE``): what its MLIR fusion
 emitters log, the default on jaxlib 0.10 and the only ones on 0.11+; with
 jaxlib 0.10's older emitters (``--xla_cpu_use_fusion_emitters=false``) no
-kernel is logged, and it says so.
+kernel is logged, and it says so. ``--sources`` also dumps XLA's optimised
+programs (``--xla_dump_to``) and names, for the largest programs, the Python
+functions their kernels come from: the innermost frame JAX recorded for each
+kernel's root operation (its fused computation's root), by file and function.
 ``--cache`` adds the persistent compilation cache
 (``numpyro_dilation.compile_cache``): each sampler runs in two fresh processes
 sharing an empty cache folder, and the second process's times are printed
@@ -31,6 +34,7 @@ against the first's.
 
 import argparse
 import collections
+import glob
 import json
 import os
 import re
@@ -119,22 +123,93 @@ XLA_LOG = {
 }
 
 
-def kernels(name: str, model_name: str) -> dict[str, tuple[int, float]]:
+def kernels(
+    name: str, model_name: str, dump_dir: str | None = None
+) -> tuple[dict[str, tuple[int, float]], dict[str, list[str]]]:
     """Per program of one run (fresh process): XLA's CPU kernels and their
-    compile seconds (MLIR then LLVM), from XLA's log."""
-    log = _in_fresh_process(name, model_name, env={**os.environ, **XLA_LOG}).stderr
+    compile seconds (MLIR then LLVM), from XLA's log, and the kernels' names;
+    with ``dump_dir``, XLA writes its optimised programs there."""
+    env = {**os.environ, **XLA_LOG}
+    if dump_dir:
+        dump = f"--xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {dump}".strip()
+    log = _in_fresh_process(name, model_name, env=env).stderr
     count, seconds = collections.Counter(), collections.Counter()
+    names = collections.defaultdict(list)
     program = "?"
     for line in log.splitlines():
         started = re.search(r"Running HLO pass pipeline on module (\S+):", line)
         if started:
             program = started.group(1)
             continue
-        done = re.search(r"Compiled (MLIR|LLVM) module: .* time: ([\d.]+) ms", line)
+        done = re.search(r"Compiled (MLIR|LLVM) module: (\S+) time: ([\d.]+) ms", line)
         if done:
-            count[program] += done.group(1) == "MLIR"
-            seconds[program] += float(done.group(2)) / 1e3
-    return {p: (count[p], seconds[p]) for p in count}
+            mlir = done.group(1) == "MLIR"
+            count[program] += mlir
+            seconds[program] += float(done.group(3)) / 1e3
+            if mlir:  # "<kernel>_kernel_module" or "__compute_module_<kernel>"
+                kernel = done.group(2).removeprefix("__compute_module_")
+                names[program].append(kernel.removesuffix("_kernel_module"))
+    return {p: (count[p], seconds[p]) for p in count}, names
+
+
+def _source_tables(text: str) -> dict[int, str]:
+    """jax >= 0.11's location tables in an HLO dump: stack frame id ->
+    "file:function" of the frame's own location (the innermost one)."""
+
+    def table(title: str) -> dict[int, str]:
+        found = re.search(title + r"\n((?:\d+ .*\n)+)", text)
+        rows = found.group(1).splitlines() if found else []
+        return dict((int(i), rest) for i, rest in (r.split(" ", 1) for r in rows))
+
+    def ids(row: str) -> dict[str, int]:
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", row)}
+
+    files, functions = table("FileNames"), table("FunctionNames")
+    places = {}
+    for i, row in table("FileLocations").items():
+        where = ids(row)
+        file = os.path.basename(files[where["file_name_id"]].strip('"'))
+        function = functions[where["function_name_id"]].strip('"')
+        places[i] = f"{file}:{function}"
+    frames = table("StackFrames")
+    return {i: places[ids(row)["file_location_id"]] for i, row in frames.items()}
+
+
+def kernel_sources(dump_dir: str, names: dict[str, list[str]]) -> dict:
+    """Per program: a Counter of "file:function" over its kernels, from the
+    root operation of each kernel's computation in XLA's optimised dump
+    ("file:line" from ``source_file``/``source_line`` on jax 0.10; from the
+    location tables later, whose ids a program compiled twice repeats: read
+    its counts as approximate)."""
+    texts = collections.defaultdict(str)  # a program compiled twice: both
+    for path in sorted(glob.glob(f"{dump_dir}/*.cpu_after_optimizations.txt")):
+        program = os.path.basename(path).split(".", 1)[1].rsplit(".cpu_after", 1)[0]
+        with open(path) as dumped:
+            texts[program] += dumped.read()
+    sources = {}
+    for program, text in texts.items():
+        if program not in names:
+            continue
+        frames = _source_tables(text)
+        bodies = dict(re.findall(r"^%(\S+) \(.*?\{\n(.*?)\n\}", text, re.M | re.S))
+        counter = collections.Counter()
+        for kernel in names[program]:
+            line = re.search(rf"^\s*(?:ROOT )?%{re.escape(kernel)} = .*$", text, re.M)
+            called = line and re.search(r"calls=%([^,\s]+)", line.group(0))
+            body = bodies.get(called.group(1), "") if called else ""
+            roots = [r for r in body.splitlines() if "ROOT" in r]
+            where = " ".join(roots[:1] + ([line.group(0)] if line else []) + [body])
+            frame = re.search(r"stack_frame_id=(\d+)", where)
+            old = re.search(r'source_file="([^"]+)" source_line=(\d+)', where)
+            if old:
+                counter[f"{os.path.basename(old.group(1))}:{old.group(2)}"] += 1
+            elif frame and int(frame.group(1)) in frames:
+                counter[frames[int(frame.group(1))]] += 1
+            else:
+                counter["(no location)"] += 1
+        sources[program] = counter
+    return sources
 
 
 def _print_kernels(name: str, table: dict[str, tuple[int, float]], top: int = 6):
@@ -151,12 +226,23 @@ def _print_kernels(name: str, table: dict[str, tuple[int, float]], top: int = 6)
         print(f"    {n:5d} kernels {seconds:6.2f} s  {program}")
 
 
+def _print_sources(table: dict, sources: dict, programs: int = 4, top: int = 8):
+    for program, _ in sorted(table.items(), key=lambda kv: -kv[1][0])[:programs]:
+        counter = sources.get(program, collections.Counter())
+        print(f"    {program}, by source:")
+        for where, n in counter.most_common(top):
+            print(f"        {n:4d} {where}")
+        rest = counter.most_common()[top:]
+        print(f"        {sum(n for _, n in rest):4d} elsewhere ({len(rest)} places)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(DEMOS), default="eight_schools")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--breakdown", action="store_true")
     parser.add_argument("--kernels", action="store_true")
+    parser.add_argument("--sources", action="store_true")
     parser.add_argument("--cache", action="store_true")
     parser.add_argument("--child", choices=sorted(BUDGETS), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -184,7 +270,11 @@ def main() -> None:
             _breakdown(name, programs)
     if args.kernels:
         for name in BUDGETS:
-            _print_kernels(name, kernels(name, args.model))
+            with tempfile.TemporaryDirectory() as dump_dir:
+                table, names = kernels(name, args.model, args.sources and dump_dir)
+                _print_kernels(name, table)
+                if args.sources:
+                    _print_sources(table, kernel_sources(dump_dir, names))
     if args.cache:
         for name in BUDGETS:
             with tempfile.TemporaryDirectory() as cache_dir:

@@ -10,8 +10,8 @@
 ``communication``: in one process with 4 forced CPU devices (the programs are
 those of 4 processes with one device each: XLA partitions over devices, not
 processes), the population is split over the devices (``core.sharding``) and
-the compiled programs of one warmup iteration (``core.step``) and one sampling
-iteration (``sampler.sample_step``) are read for their collectives
+the compiled programs of one warmup iteration (``sampler.step_from_keys``)
+and one sampling iteration (``sampler.sample_step``) are read for their collectives
 (all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute), also
 of a warmup iteration without mode fits and rebalancing (``rebalance=False,
 jump_prob=0``). Printed per program, particle count and dimension: the number of
@@ -133,14 +133,15 @@ def communication(args):
             key = jax.random.PRNGKey(0)
             unimodal = options._replace(rebalance=False, jump_prob=0.0)
             for name, program, opts in (
-                ("warmup iteration", sampler.step, options),
-                ("warmup iteration, no mode fits", sampler.step, unimodal),
+                ("warmup iteration", sampler.step_from_keys, options),
+                ("warmup iteration, no mode fits", sampler.step_from_keys, unimodal),
                 ("sampling iteration", sampler.sample_step, options),
             ):
                 kwargs = {"logdensity_and_grad_fn": fn, "options": opts}
+                keys = sampler.iteration_keys(key)[1]
                 hlo = (
                     jax.jit(functools.partial(program, **kwargs))
-                    .lower(key, state)
+                    .lower(keys, state)
                     .compile()
                     .as_text()
                 )
@@ -188,8 +189,8 @@ def _worker(args):
         def run(state, key):
             def body(_, carry):
                 state, key = carry
-                key, step_key = jax.random.split(key)
-                return program(step_key, state, fn, options)[0], key
+                key, step_keys = sampler.iteration_keys(key)
+                return program(step_keys, state, fn, options)[0], key
 
             return jax.lax.fori_loop(0, args.iterations, body, (state, key))
 
@@ -204,7 +205,7 @@ def _worker(args):
         return args.iterations / sorted(seconds)[len(seconds) // 2]
 
     key = jax.random.PRNGKey(0)
-    warmup, sampling = loop(sampler.step), loop(sampler.sample_step)
+    warmup, sampling = loop(sampler.step_from_keys), loop(sampler.sample_step)
     for _ in range(2):  # compiles, then runs every collective once
         state, key = jax.block_until_ready(warmup(state, key))
     rates = [median_rate(warmup, state, key)]  # annealing, 2-3 x iterations in

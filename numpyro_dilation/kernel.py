@@ -702,8 +702,8 @@ class DilationKernel(MCMCKernel):
         def dilation_warmup(options, carry, start, stop):
             def body(_, carry):
                 pop, reference, key = carry
-                key, step_key = jax.random.split(key)
-                pop, _ = sampler.step(step_key, pop, fn, options, fit=False)
+                key, step_keys = sampler.iteration_keys(key)
+                pop, _ = sampler.step_from_keys(step_keys, pop, fn, options, fit=False)
                 return pop, diagnostics.track(pop, reference), key
 
             return jax.lax.fori_loop(start, stop, body, carry)
@@ -711,10 +711,11 @@ class DilationKernel(MCMCKernel):
         @jax.jit
         def dilation_mode_fit(carry):
             pop, reference, key = carry
-            # The key that body gives this iteration's step: the fit's draws
-            # are those of the step's own fit (sampler.step with fit=True).
-            key_modes = sampler.iteration_keys(jax.random.split(key)[1])[1]
-            pop = sampler.fit_modes(key_modes, pop, fn, self._options)
+            # The keys that body gives this iteration's step: the fit's draws
+            # are those of the step's own fit (sampler.step_from_keys with
+            # fit=True).
+            step_keys = sampler.iteration_keys(key)[1]
+            pop = sampler.fit_modes(step_keys.modes, pop, fn, self._options)
             return (pop, reference, key), pop.modes.num_modes
 
         @jax.jit
@@ -826,9 +827,9 @@ class DilationKernel(MCMCKernel):
         def move(state):
             fn = self._logdensity_and_grad(model_args, model_kwargs or {})
             population_key = _population_key(state.rng_key)
-            population_key, key = jax.random.split(population_key)
+            population_key, step_keys = sampler.iteration_keys(population_key)
             pop, _ = sampler.sample_step(
-                key, state.sampler_state, fn, self._sampling_options
+                step_keys, state.sampler_state, fn, self._sampling_options
             )
             return self._view(
                 pop, state.i + 1, _with_population_key(state.rng_key, population_key)

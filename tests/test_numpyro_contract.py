@@ -258,13 +258,13 @@ def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted(monkeypatch):
     # 64 particles: a dense preconditioner) moves with HMC from the end of
     # the annealing.
     warmup_moves = []  # options.hmc of every warmup step traced
-    step = sampler.step
+    step = sampler.step_from_keys
 
-    def recording_step(key, state, fn, options, *args, **kwargs):
+    def recording_step(keys, state, fn, options, *args, **kwargs):
         warmup_moves.append(options.hmc)
-        return step(key, state, fn, options, *args, **kwargs)
+        return step(keys, state, fn, options, *args, **kwargs)
 
-    monkeypatch.setattr(sampler, "step", recording_step)
+    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
     y = jnp.array([1.0, 2.0, 0.5, 1.5])
     kernel = DilationKernel(normal_mean_model)
 

@@ -93,9 +93,11 @@ __all__ = [
     "SamplerInfo",
     "init",
     "step",
+    "step_from_keys",
     "sample_step",
     "fit_modes",
     "fit_iterations",
+    "IterationKeys",
     "iteration_keys",
     "unimodal",
     "target_position",
@@ -147,6 +149,24 @@ class SamplerState(NamedTuple):
     trajectory: adaptation.TrajectoryState
     num_steps: Array
     num_gradients: Array
+
+
+class IterationKeys(NamedTuple):
+    """One iteration's independent keys.
+
+    - **noise**: the move's proposal noise and accept uniforms (or the jump's,
+      or the rebalancing's draws: one of the three happens).
+    - **band**: local step sizes: each particle's acceptance band.
+    - **coin**: jump or move.
+    - **modes**: the mode fit.
+    - **stragglers**: the stragglers' donors.
+    """
+
+    noise: Array
+    band: Array
+    coin: Array
+    modes: Array
+    stragglers: Array
 
 
 class SamplerInfo(NamedTuple):
@@ -292,7 +312,14 @@ def _after_metropolis(particles: Particles, new, info, accept_field: str) -> Par
     )
 
 
-def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_target):
+def _move(
+    keys: IterationKeys,
+    state: SamplerState,
+    lam,
+    logdensity_and_grad_fn,
+    options,
+    at_target,
+):
     """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``; with
     ``at_target`` (static: ``l = 1``) and ``options.hmc`` one HMC trajectory of
     ``n`` leapfrog steps of size ``h`` instead, and with ``at_target`` and
@@ -302,15 +329,15 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     ``_tune_trajectory``, during warmup only).
 
     The proposal noise and the accept uniforms of the whole population are drawn
-    in one call each (one key per particle costs more than a cheap target).
+    in one call (``draws.normal_and_uniform``; one key per particle costs more
+    than a cheap target).
     """
     particles = state.particles
     h = jnp.exp(state.step_size.log_step_size) * lam
     precond = make_preconditioner(state.inv_mass, state.low_rank)
-    key_noise, key_accept = jax.random.split(key)
     y = particles.position
-    z = draws.normal(key_noise, y.shape, y.dtype)
-    log_uniform = jnp.log(jax.random.uniform(key_accept, y.shape[:1]))
+    z, uniform = draws.normal_and_uniform(keys.noise, y.shape, y.dtype)
+    log_uniform = jnp.log(uniform)
     use_hmc = at_target and options.hmc
     local = at_target and options.local_step_size
     n = jnp.ones((), jnp.int32)
@@ -326,7 +353,7 @@ def _move(key, state: SamplerState, lam, logdensity_and_grad_fn, options, at_tar
     if local:
         # Two uniforms per particle for its acceptance band, from a key of
         # their own (the other draws are those of the shared step).
-        band = draws.uniform(jax.random.fold_in(key, 2), (y.shape[0], 2), y.dtype)
+        band = draws.uniform(keys.band, (y.shape[0], 2), y.dtype)
         new, info = autostep.step_from_noise(
             z,
             log_uniform,
@@ -393,8 +420,8 @@ def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
 
 
 def _tree_where(condition: Array, new, old):
-    """``new`` where ``condition`` holds, else ``old``, leaf by leaf."""
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+    """``new`` if the scalar ``condition`` holds, else ``old``."""
+    return jax.lax.cond(condition, lambda: new, lambda: old)
 
 
 def _jump(
@@ -436,7 +463,7 @@ def fit_modes(
     options: SamplerOptions,
 ) -> SamplerState:
     """The mode fit of iteration ``t`` (``key``: that iteration's
-    ``iteration_keys``): the modes of the population in target space (at
+    ``IterationKeys.modes``): the modes of the population in target space (at
     ``l = 1``); the fit at the end of annealing (``t = A``) also applies the
     calendar's one-mode rule (``calendar.single_mode``)."""
     found, _ = modes.find_modes(
@@ -450,11 +477,13 @@ def fit_modes(
     return state._replace(modes=found, calendar=narrowed)
 
 
-def iteration_keys(key: Array) -> tuple[Array, Array, Array]:
-    """An iteration's keys: its move (or jump, or rebalancing), its mode fit,
-    its jump coin."""
-    key_move, key_modes, key_coin = jax.random.split(key, 3)
-    return key_move, key_modes, key_coin
+def iteration_keys(population_key: Array) -> tuple[Array, IterationKeys]:
+    """The next iteration's population key and this iteration's keys, from one
+    ``jax.random.split``: one threefry hash in the compiled program, where a
+    chain of splits (one per consumer) costs XLA's CPU backend several
+    kernels each (docs/benchmarks.md, "Where compile time goes")."""
+    next_key, *keys = jax.random.split(population_key, 1 + len(IterationKeys._fields))
+    return next_key, IterationKeys(*keys)
 
 
 def fit_iterations(
@@ -492,7 +521,7 @@ def _rebalance(key, state: SamplerState, logdensity_and_grad_fn, options):
 def _replace_stragglers(key, state: SamplerState) -> SamplerState:
     """Warmup only: see ``stragglers``; the particles are copied whole."""
     copied, _ = stragglers.replace_stragglers(
-        jax.random.fold_in(key, 1), state.particles, target_potential(state)
+        key, state.particles, target_potential(state)
     )
     return state._replace(particles=copied)
 
@@ -619,19 +648,32 @@ def step(
     fit: bool = True,
 ) -> tuple[SamplerState, SamplerInfo]:
     """One iteration of the population (one gradient per particle, or
-    ``num_steps`` for an HMC move).
+    ``num_steps`` for an HMC move), with this iteration's ``key``:
+    ``step_from_keys`` with ``iteration_keys(key)``'s keys."""
+    _, keys = iteration_keys(key)
+    return step_from_keys(keys, state, logdensity_and_grad_fn, options, fit)
+
+
+def step_from_keys(
+    keys: IterationKeys,
+    state: SamplerState,
+    logdensity_and_grad_fn: LogDensityAndGrad,
+    options: SamplerOptions,
+    fit: bool = True,
+) -> tuple[SamplerState, SamplerInfo]:
+    """``step`` with the iteration's keys given: a caller that carries its own
+    key chain derives the next key and these in one split (``iteration_keys``).
 
     :param fit: static; ``False`` leaves the calendar's mode fits to the
-        caller, who makes them with ``fit_modes`` (same key) just before the
-        step of a fit iteration (the kernel, to compile them once).
+        caller, who makes them with ``fit_modes`` (key ``keys.modes``) just
+        before the step of a fit iteration (the kernel, to compile them once).
     """
     t = state.iteration
-    key_move, key_modes, key_coin = iteration_keys(key)
     jumping, rebalancing = _multimodal(state.particles.position.shape[-1], options)
     if (jumping or rebalancing) and fit:
         state = jax.lax.cond(
             calendar.is_mode_fit(state.calendar, t),
-            lambda s: fit_modes(key_modes, s, logdensity_and_grad_fn, options),
+            lambda s: fit_modes(keys.modes, s, logdensity_and_grad_fn, options),
             lambda s: s,
             state,
         )
@@ -643,17 +685,17 @@ def step(
         & (t >= run_calendar.num_anneal)
         & ~is_rebalance
         & (state.modes.num_modes > 1)
-        & (jax.random.uniform(key_coin) < options.jump_prob)
+        & (jax.random.uniform(keys.coin) < options.jump_prob)
     )
     # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump,
     # 3 rebalance, 4 move at l = 1 with HMC or local steps (from the end of
     # annealing).
     branches = [
-        lambda s: _move(key_move, s, lam, logdensity_and_grad_fn, options, False)[0],
+        lambda s: _move(keys, s, lam, logdensity_and_grad_fn, options, False)[0],
         lambda s: _rescale(s, lam, logdensity_and_grad_fn),
-        lambda s: _jump(key_move, s, logdensity_and_grad_fn) if jumping else s,
+        lambda s: _jump(keys.noise, s, logdensity_and_grad_fn) if jumping else s,
         lambda s: (
-            _rebalance(key_move, s, logdensity_and_grad_fn, options)
+            _rebalance(keys.noise, s, logdensity_and_grad_fn, options)
             if rebalancing
             else s
         ),
@@ -662,7 +704,7 @@ def step(
     if options.hmc or options.local_step_size:
 
         def target_move(s):
-            moved, info = _move(key_move, s, lam, logdensity_and_grad_fn, options, True)
+            moved, info = _move(keys, s, lam, logdensity_and_grad_fn, options, True)
             return _tune_trajectory(s, moved, info, options) if options.hmc else moved
 
         branches.append(target_move)
@@ -675,7 +717,7 @@ def step(
     if state.particles.position.shape[0] > 1:
         state = jax.lax.cond(
             calendar.is_straggler_check(run_calendar, t),
-            lambda s: _replace_stragglers(key, s),
+            lambda s: _replace_stragglers(keys.stragglers, s),
             lambda s: s,
             state,
         )
@@ -697,7 +739,7 @@ def _advance(state: SamplerState) -> SamplerState:
 
 
 def sample_step(
-    key: Array,
+    keys: IterationKeys,
     state: SamplerState,
     logdensity_and_grad_fn: LogDensityAndGrad,
     options: SamplerOptions,
@@ -706,20 +748,19 @@ def sample_step(
     Langevin move or, with probability ``jump_prob`` once several modes were
     found, a jump. The same draws as ``step`` there, with none of warmup's work
     (mode fits, rebalancing, adaptation, stragglers) in the compiled program."""
-    key_move, _, key_coin = iteration_keys(key)
     jumping, _ = _multimodal(state.particles.position.shape[-1], options)
 
     def move(s):
-        moved, _ = _move(key_move, s, s.lam, logdensity_and_grad_fn, options, True)
+        moved, _ = _move(keys, s, s.lam, logdensity_and_grad_fn, options, True)
         return moved
 
     if jumping:
         is_jump = (state.modes.num_modes > 1) & (
-            jax.random.uniform(key_coin) < options.jump_prob
+            jax.random.uniform(keys.coin) < options.jump_prob
         )
         state = jax.lax.cond(
             is_jump,
-            lambda s: _jump(key_move, s, logdensity_and_grad_fn, tune=False),
+            lambda s: _jump(keys.noise, s, logdensity_and_grad_fn, tune=False),
             move,
             _one_step(state),
         )

@@ -25,6 +25,7 @@ only, so the sampling phase stays exact.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 
 __all__ = [
@@ -36,6 +37,11 @@ __all__ = [
 
 QUARTILE_Z = 0.6745
 """``Phi^-1(3/4)``: a Gaussian's median minus its lower quartile, in sds."""
+
+_BELOW = np.triu(np.ones((256, 256), np.int32), 1)
+"""``counts @ _BELOW``: for each byte value, the count of smaller ones (an
+exclusive prefix sum as one product, where ``cumsum`` compiles to several
+XLA kernels)."""
 
 
 def _sortable_key(values: Array) -> Array:
@@ -78,7 +84,7 @@ def order_statistic(values: Array, include: Array, rank: Array) -> Array:
         digit = ((key >> shift) & 0xFF).astype(jnp.int32)
         candidate = (include & same).astype(jnp.int32)
         counts = jnp.zeros(256, jnp.int32).at[digit].add(candidate)
-        below = jnp.cumsum(counts) - counts
+        below = counts @ _BELOW
         byte = jnp.sum(below <= rank) - 1
         return prefix | (byte.astype(key.dtype) << shift), rank - below[byte]
 
@@ -125,12 +131,12 @@ def replace_stragglers(key: Array, particles, potential: Array):
     keep = ~stragglers
 
     def replace(particles):
-        # The k-th kept particle, k uniform in 0..m-1 (m kept ones).
+        # The k-th kept particle, k uniform in 0..m-1 (m kept ones): a stable
+        # sort puts the kept ones first, in order.
         index = jnp.arange(n)
-        slot = jnp.where(keep, jnp.cumsum(keep) - 1, n)
-        kept = jnp.zeros(n, index.dtype).at[slot].set(index, mode="drop")
+        kept = jnp.argsort(stragglers, stable=True)
         m = jnp.sum(keep)
-        pick = jnp.floor(jax.random.uniform(key, (n,)) * m).astype(index.dtype)
+        pick = jnp.floor(jax.random.uniform(key, (n,)) * m).astype(kept.dtype)
         donors = kept[jnp.minimum(pick, m - 1)]
         source = jnp.where(stragglers, donors, index)
         return jax.tree.map(lambda leaf: leaf[source], particles)

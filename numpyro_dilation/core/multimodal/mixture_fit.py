@@ -30,6 +30,8 @@ __all__ = [
     "fit",
     "map_particles",
     "pick_row",
+    "label_sums",
+    "label_max",
 ]
 
 BATCH_ELEMENTS = 2**22
@@ -98,6 +100,33 @@ def pick_row(x: Array, index: Array) -> Array:
     return jnp.sum(jnp.where(mask.reshape(-1, *(1,) * (x.ndim - 1)), x, 0), axis=0)
 
 
+def label_sums(x: Array, labels: Array, num_labels: int) -> tuple[Array, Array]:
+    """Per-label counts ``n_k`` and sums ``sum_{i: labels_i = k} x_i`` of the rows
+    of ``x`` ``(n, d)``, as products with the indicator matrix ``1[labels_i =
+    k]`` (labels outside ``0..K-1`` count nowhere).
+
+    The same sums as ``jax.ops.segment_sum`` up to rounding, but a matrix
+    product, not a scatter: XLA's CPU backend compiles a scatter as a kernel of
+    its own (with those around it), a product as a library call; over a
+    population split along ``n`` either is an all-reduce of ``K d`` values.
+    """
+    indicator = (labels[:, None] == jnp.arange(num_labels)).astype(x.dtype)
+    sums = jnp.matmul(indicator.T, x, precision=jax.lax.Precision.HIGHEST)
+    return jnp.sum(indicator, axis=0), sums
+
+
+def label_max(values: Array, labels: Array, num_labels: int) -> Array:
+    """Per-label maxima ``max_{i: labels_i = k} values_i`` (``-inf``, or the
+    dtype's lowest integer, for a label without values), as a masked maximum
+    over the ``(n, K)`` indicators rather than a scatter (``label_sums``)."""
+    indicator = labels[:, None] == jnp.arange(num_labels)
+    if jnp.issubdtype(values.dtype, jnp.floating):
+        lowest = -jnp.inf
+    else:
+        lowest = jnp.iinfo(values.dtype).min
+    return jnp.max(jnp.where(indicator, values[:, None], lowest), axis=0)
+
+
 def map_particles(fn: Callable, *xs, num_components: int = 1):
     """``vmap(fn)`` over the leading axis, in chunks so that memory stays bounded.
 
@@ -142,11 +171,9 @@ def fit(
     makes an importance or independence proposal safer against light tails.
     """
     n = x.shape[0]
-    ones = jnp.ones(n, x.dtype)
-    counts = jax.ops.segment_sum(ones, labels, num_components)
-    sums = jax.ops.segment_sum(x, labels, num_components)
+    counts, sums = label_sums(x, labels, num_components)
     means = sums / jnp.maximum(counts, 1.0)[:, None]
-    squares = jax.ops.segment_sum((x - means[labels]) ** 2, labels, num_components)
+    _, squares = label_sums((x - means[labels]) ** 2, labels, num_components)
     pooled = jnp.sum(squares, axis=0) / n
     floor = 1e-6 * jnp.var(x, axis=0) + jnp.finfo(x.dtype).tiny
     pooled = jnp.maximum(pooled, floor)

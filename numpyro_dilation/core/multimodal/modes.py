@@ -16,11 +16,12 @@
    target density along the segment between their peaks never drops below
    the lower peak by more than ``tolerance`` nats (checked at 3 interior
    points); modes are the connected components of that relation, tested
-   between each cluster and its ``NEIGHBOURS`` nearest ones. For a
-   log-concave target the density on a segment is never below its lower end,
-   so every cluster merges into one mode: a unimodal log-concave posterior is
-   always one mode. This costs ``K (CLIMB_STEPS + 1)`` gradients and
-   ``3 K NEIGHBOURS`` log densities, whatever the number of particles.
+   between each cluster and its ``NEIGHBOURS`` nearest ones and the highest
+   peak. For a log-concave target the density on a segment is never below its
+   lower end, so every cluster merges with the highest peak's: a unimodal
+   log-concave posterior is always one mode. This costs ``K (CLIMB_STEPS +
+   1)`` gradients and ``3 K (NEIGHBOURS + 1)`` log densities, whatever the
+   number of particles.
 3. **Marginals.** Each coordinate's values are also cut into
    ``MARGINAL_COMPONENTS`` histogram bins, each fitted by a Gaussian: a 1-D
    mixture per coordinate, the proposal of one-coordinate jumps, which
@@ -156,9 +157,7 @@ def kmeans(
     centres, _ = jax.lax.fori_loop(0, k, seed, (centres, d2))
 
     def lloyd(_, centres):
-        labels = nearest(centres)
-        counts = jax.ops.segment_sum(jnp.ones(n, x.dtype), labels, k)
-        sums = jax.ops.segment_sum(x, labels, k)
+        counts, sums = mixture_fit.label_sums(x, nearest(centres), k)
         return jnp.where(
             counts[:, None] > 0, sums / jnp.maximum(counts, 1)[:, None], centres
         )
@@ -223,8 +222,12 @@ def merge_by_barrier(
     """Connected components of "no barrier deeper than ``tolerance`` between anchors".
 
     Each anchor is tested against its ``neighbours`` nearest anchors (distances
-    in coordinates divided by ``scale``). Returns ``(K,)``: the smallest
-    component index of each one's mode, ``-1`` for invalid (empty) components.
+    in coordinates divided by ``scale``) and against the highest one: nearest
+    neighbours alone can leave a unimodal target in pieces (a tight bunch of
+    more than ``neighbours`` peaks that only test each other), while every
+    segment to the highest peak of a log-concave target passes. Returns
+    ``(K,)``: the smallest component index of each one's mode, ``-1`` for
+    invalid (empty) components.
     """
     k = anchors.shape[0]
     m = min(neighbours, k - 1)
@@ -234,8 +237,12 @@ def merge_by_barrier(
     dist = jnp.sum((scaled[:, None, :] - scaled[None, :, :]) ** 2, axis=-1)
     dist = jnp.where(valid[:, None] & valid[None, :], dist, jnp.inf)
     dist = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, dist)
+    highest = jnp.argmax(jnp.where(valid, anchor_logdensity, -jnp.inf))
+    nearest = jax.lax.top_k(-dist, m)[1]
+    m += 1  # the highest peak too
+    cols = jnp.concatenate([nearest, jnp.full((k, 1), highest, nearest.dtype)], 1)
     rows = jnp.repeat(jnp.arange(k), m)
-    cols = jax.lax.top_k(-dist, m)[1].reshape(-1)
+    cols = cols.reshape(-1)
     s = jnp.asarray(SEGMENT_POINTS, anchors.dtype)
     a, b = anchors[rows], anchors[cols]
     points = a[:, None, :] + s[:, None] * (b - a)[:, None, :]
@@ -244,7 +251,9 @@ def merge_by_barrier(
     values = jnp.where(jnp.isnan(values), -jnp.inf, values)
     floor = jnp.minimum(anchor_logdensity[rows], anchor_logdensity[cols]) - tolerance
     joined = (jnp.min(values, axis=1) >= floor) & valid[rows] & valid[cols]
-    adjacent = jnp.zeros((k, k), bool).at[rows, cols].max(joined)
+    # adjacent[r, c]: some tested pair (r, c) joined (row r's m pairs).
+    tested = cols.reshape(k, m, 1) == jnp.arange(k)
+    adjacent = jnp.any(tested & joined.reshape(k, m, 1), axis=1)
     adjacent = adjacent | adjacent.T | jnp.diag(valid)
 
     def spread(_, labels):
@@ -277,9 +286,8 @@ def fit_marginals(
 def _mode_log_mass(log_component_mass: Array, mode_of: Array) -> Array:
     """Log of the summed mass of each mode, at its representative index."""
     k = mode_of.shape[0]
-    segment = jnp.where(mode_of >= 0, mode_of, k)
-    mass = jax.ops.segment_sum(jnp.exp(log_component_mass), segment, k + 1)[:k]
-    return jnp.log(mass)
+    _, mass = mixture_fit.label_sums(jnp.exp(log_component_mass)[:, None], mode_of, k)
+    return jnp.log(mass[:, 0])
 
 
 def find_modes(
@@ -306,9 +314,9 @@ def find_modes(
     scale, labels = jax.lax.scan(cluster, scale, jax.random.split(key))
     labels = labels[-1]
     mixture = mixture_fit.fit(x, labels, k, inflation)
-    best = jax.ops.segment_max(logdensity, labels, k)
+    best = mixture_fit.label_max(logdensity, labels, k)
     is_best = logdensity == best[labels]
-    anchor_index = jax.ops.segment_max(
+    anchor_index = mixture_fit.label_max(
         jnp.where(is_best, jnp.arange(x.shape[0]), -1), labels, k
     )
     valid = jnp.isfinite(mixture.log_weights)
@@ -336,9 +344,9 @@ def fit_evaluations(num_particles: int, max_modes: int) -> int:
     """Log-density evaluations of one ``find_modes``: ``K (1 + CLIMB_STEPS)``
     with their gradients (the climbs) and ``K m`` times ``len(SEGMENT_POINTS)``
     on the barrier segments, ``K = min(max_modes, n)``, ``m = min(NEIGHBOURS,
-    K - 1)``."""
+    K - 1) + 1`` (the nearest peaks and the highest; none for ``K = 1``)."""
     k = min(max_modes, num_particles)
-    m = max(min(NEIGHBOURS, k - 1), 0)
+    m = min(NEIGHBOURS, k - 1) + 1 if k > 1 else 0
     return k * (1 + CLIMB_STEPS) + k * m * len(SEGMENT_POINTS)
 
 

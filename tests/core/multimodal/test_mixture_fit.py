@@ -91,3 +91,25 @@ def test_pick_row_is_indexing():
     for i in range(7):
         np.testing.assert_array_equal(gm.pick_row(x, i), x[i])
     np.testing.assert_array_equal(gm.pick_row(x[:, 0, 0], 4), x[4, 0, 0])
+
+
+def test_label_sums_and_maxima_are_segment_sums_and_maxima():
+    # Labels outside 0..K-1 (-1: an empty component's) count nowhere; label 3
+    # has no values (sum 0, maximum -inf or the lowest integer).
+    key_x, key_l = jax.random.split(jax.random.PRNGKey(4))
+    x = jax.random.normal(key_x, (500, 3))
+    labels = jax.random.randint(key_l, (500,), -1, 5)
+    labels = jnp.where(labels == 3, 4, labels)
+    counts, sums = gm.label_sums(x, labels, 5)
+    inside = jnp.where(labels >= 0, labels, 5)
+    np.testing.assert_allclose(
+        counts, jax.ops.segment_sum(jnp.ones(500), inside, 6)[:5], rtol=0
+    )
+    np.testing.assert_allclose(
+        sums, jax.ops.segment_sum(x, inside, 6)[:5], rtol=1e-5, atol=1e-5
+    )
+    assert counts[3] == 0 and np.all(sums[3] == 0)
+    for values in (x[:, 0], jnp.arange(500)):
+        maxima = gm.label_max(values, labels, 5)
+        expected = jax.ops.segment_max(values, inside, 6)[:5]
+        np.testing.assert_array_equal(maxima, expected)

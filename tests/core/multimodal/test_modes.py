@@ -65,6 +65,22 @@ def test_a_log_concave_target_is_one_mode():
     assert int(found.num_modes) == 1
 
 
+def test_bunched_peaks_of_a_log_concave_target_are_one_mode():
+    # Peaks of a 1-D Gaussian as 30 climbs leave them (a DilationKernel run
+    # found such a set): a tight bunch of 25 near the top whose 8 nearest
+    # peaks are each other, and 15 spread below whose 8 nearest are below.
+    # Nearest neighbours alone split them into pieces; every segment to the
+    # highest peak passes.
+    peaks = np.concatenate(
+        [np.linspace(1.09, 1.15, 15), [1.2203], 1.2463 + 2e-5 * np.arange(25)]
+    ).astype(np.float32)[:, None]
+    logp = lambda y: -0.5 * jnp.sum((y - 1.2465) ** 2) / 0.25  # noqa: E731
+    values = jax.vmap(logp)(jnp.asarray(peaks))
+    valid = jnp.ones(len(peaks), bool)
+    mode_of = modes.merge_by_barrier(jnp.asarray(peaks), values, valid, logp)
+    assert np.all(np.asarray(mode_of) == 0)
+
+
 def test_stragglers_on_a_slope_do_not_join_two_modes():
     # Particles on the outer slope of the narrow mode sit lower than the barrier
     # between the modes: from them, the segment to either peak never dips. Their
