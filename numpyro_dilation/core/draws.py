@@ -42,16 +42,20 @@ def normal_and_uniform(
     key: Array, shape: tuple[int, ...], dtype=float
 ) -> tuple[Array, Array]:
     """Standard normals of ``shape`` and ``shape[0]`` uniforms on ``(0, 1)``,
-    all independent, from one draw of ``v ~ U(-1, 1)``: ``z = sqrt(2)
-    erf^-1(v)`` (how ``jax.random.normal`` makes its normals) for the first
-    ``prod(shape)`` values, ``u = (v + 1) / 2`` for the rest.
+    all independent, from one draw of ``v ~ U(-1, 1)`` laid out as ``(shape[0],
+    m + 1)`` rows (``m`` the product of the other dimensions): ``z = sqrt(2)
+    erf^-1(v)`` (how ``jax.random.normal`` makes its normals) from each row's
+    first ``m`` values, ``u = (v + 1) / 2`` from its last.
 
     One threefry hash in the compiled program where separate normal and
-    uniform draws make two (each a few XLA kernels to compile).
+    uniform draws make two (each a few XLA kernels to compile). Row by row, so
+    that a population split over devices along ``shape[0]`` draws its own rows
+    where they lie (splitting one flat draw at ``prod(shape)`` would move
+    values between devices).
     """
     dtype = jax.dtypes.canonicalize_dtype(dtype)
-    size = math.prod(shape)
+    n, m = shape[0], math.prod(shape[1:])
     low = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
-    v = jax.random.uniform(key, (size + shape[0],), dtype, low, 1.0)
-    z = np.sqrt(2.0).astype(dtype) * jax.lax.erf_inv(v[:size])
-    return z.reshape(shape), (v[size:] + 1) / 2
+    v = jax.random.uniform(key, (n * (m + 1),), dtype, low, 1.0).reshape(n, m + 1)
+    z = np.sqrt(2.0).astype(dtype) * jax.lax.erf_inv(v[:, :m])
+    return z.reshape(shape), (v[:, m] + 1) / 2

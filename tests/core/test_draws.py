@@ -42,15 +42,17 @@ def test_same_values_inside_jit_and_vmap():
 
 @pytest.mark.parametrize("shape", [(1024, 10), (33, 2), (5, 4, 3)], ids=str)
 def test_normal_and_uniform_are_one_normal_draw(shape):
-    # z is the head of JAX's normal draw of n d + n values, bit for bit, and u
-    # is Phi of its tail: all independent, the normals exact N(0, 1) draws, u
-    # uniform on (0, 1) (float32: Phi's rounding, 1e-6).
+    # Row i of JAX's normal draw of n (m + 1) values, laid out (n, m + 1):
+    # its first m values are z[i] bit for bit, u[i] is Phi of its last. All
+    # independent, the normals exact N(0, 1) draws, u uniform on (0, 1)
+    # (float32: Phi's rounding, 1e-6).
     key = jax.random.PRNGKey(5)
     z, u = draws.normal_and_uniform(key, shape, np.float32)
-    size = int(np.prod(shape))
-    normals = np.asarray(jax.random.normal(key, (size + shape[0],), np.float32))
+    n, m = shape[0], int(np.prod(shape[1:]))
+    rows = np.asarray(jax.random.normal(key, (n * (m + 1),), np.float32))
+    rows = rows.reshape(n, m + 1)
     assert z.shape == shape and u.shape == shape[:1]
     assert z.dtype == u.dtype == np.float32
-    np.testing.assert_array_equal(np.asarray(z).ravel(), normals[:size])
-    np.testing.assert_allclose(u, stats.norm.cdf(normals[size:]), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(z).reshape(n, m), rows[:, :m])
+    np.testing.assert_allclose(u, stats.norm.cdf(rows[:, m]), atol=1e-6)
     assert np.all((np.asarray(u) > 0) & (np.asarray(u) < 1))

@@ -140,6 +140,19 @@ for dense in (False, True):
     sums = moments(x, jnp.zeros(3), dense, terms)[2]
     direct = jnp.sum(jax.device_get(terms), 0)
     out["acceptance_sums_diff"].append(max_diff(sums, direct))
+# A sampling iteration of a split population (everything frozen, each
+# particle moved with its own draws): no collective at all, MALA or HMC.
+from numpyro_dilation.core import sampler
+
+out["sampling_collectives"] = {}
+keys = sampler.iteration_keys(jax.random.PRNGKey(4))[1]
+for hmc in (False, True):
+    options = core.SamplerOptions()._replace(hmc=hmc)
+    step = jax.jit(lambda k, s: sampler.sample_step(k, s, fn, options)[0])
+    text = step.lower(keys, placed).compile().as_text()
+    out["sampling_collectives"][str(hmc)] = re.findall(
+        r"= (\S+) (all-reduce|all-gather|all-to-all|collective-permute)", text
+    )
 print("RESULT " + json.dumps(out))
 """
 
@@ -217,3 +230,9 @@ def test_a_mode_fit_reduces_and_gathers_nothing_particle_sized(four_devices):
     # the mode fit's k-means seeding picks its rows by reductions instead.
     assert four_devices["mode_fit_gathered"] == []
     assert four_devices["mode_fit_labels_diff"] == 0
+
+
+def test_a_sampling_iteration_communicates_nothing(four_devices):
+    # Its random draws too: the noise and accept uniforms are drawn row by row
+    # (core.draws.normal_and_uniform), so each device draws its own particles'.
+    assert four_devices["sampling_collectives"] == {"False": [], "True": []}
