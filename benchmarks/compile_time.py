@@ -271,7 +271,8 @@ def main() -> None:
     if args.kernels:
         for name in BUDGETS:
             with tempfile.TemporaryDirectory() as dump_dir:
-                table, names = kernels(name, args.model, args.sources and dump_dir)
+                dump = dump_dir if args.sources else None
+                table, names = kernels(name, args.model, dump)
                 _print_kernels(name, table)
                 if args.sources:
                     _print_sources(table, kernel_sources(dump_dir, names))

@@ -239,8 +239,8 @@ def merge_by_barrier(
     dist = jnp.where(jnp.eye(k, dtype=bool), jnp.inf, dist)
     highest = jnp.argmax(jnp.where(valid, anchor_logdensity, -jnp.inf))
     nearest = jax.lax.top_k(-dist, m)[1]
-    m += 1  # the highest peak too
     cols = jnp.concatenate([nearest, jnp.full((k, 1), highest, nearest.dtype)], 1)
+    m = cols.shape[1]  # the nearest peaks and the highest
     rows = jnp.repeat(jnp.arange(k), m)
     cols = cols.reshape(-1)
     s = jnp.asarray(SEGMENT_POINTS, anchors.dtype)
