@@ -165,7 +165,7 @@ def test_a_process_that_does_not_start_gives_a_clear_error(tmp_path):
     script = tmp_path / "alone.py"
     script.write_text(
         "from numpyro_dilation import distributed\n"
-        f"distributed.initialize({address!r}, 2, 0, initialization_timeout=5)\n"
+        f"distributed.initialize({address!r}, 2, 0, initialization_timeout=2)\n"
     )
     start = time.monotonic()
     with pytest.raises(RuntimeError) as err:
