@@ -16,6 +16,10 @@ import pytest
 
 from numpyro_dilation import distributed
 
+# One xdist worker runs all of this file's tests (pyproject.toml: --dist
+# loadgroup), so its module-scoped fixture (runs) is built once.
+pytestmark = pytest.mark.xdist_group("test_distributed")
+
 WORKER = r"""
 import json
 from numpyro_dilation import distributed
