@@ -19,6 +19,10 @@ from numpyro_dilation.core.multimodal import modes
 from numpyro_dilation.plots import latent_sites, plot_density, write_figures
 from numpyro_dilation.validation import targets
 
+# One xdist worker runs all of this file's tests (pyproject.toml: --dist
+# loadgroup), so its module-scoped fixture (comparison) is built once.
+pytestmark = pytest.mark.xdist_group("test_compare")
+
 Y = np.random.default_rng(0).normal(1.0, 2.0, size=20)
 # Two made-up "modes" of mu: the table must report the shares of draws nearest
 # to each, whatever the posterior is.

@@ -16,6 +16,10 @@ import pytest
 
 from numpyro_dilation import distributed
 
+# One xdist worker runs all of this file's tests (pyproject.toml: --dist
+# loadgroup), so its module-scoped fixture (runs) is built once.
+pytestmark = pytest.mark.xdist_group("test_distributed")
+
 WORKER = r"""
 import json
 from numpyro_dilation import distributed
@@ -165,7 +169,7 @@ def test_a_process_that_does_not_start_gives_a_clear_error(tmp_path):
     script = tmp_path / "alone.py"
     script.write_text(
         "from numpyro_dilation import distributed\n"
-        f"distributed.initialize({address!r}, 2, 0, initialization_timeout=5)\n"
+        f"distributed.initialize({address!r}, 2, 0, initialization_timeout=2)\n"
     )
     start = time.monotonic()
     with pytest.raises(RuntimeError) as err:

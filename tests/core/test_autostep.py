@@ -1,6 +1,8 @@
 """The locally adaptive step size (``core.autostep``): its selection rule, the
 reversal of its search, and exact invariance on a Gaussian and on a funnel."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,22 +30,22 @@ def _args(num_steps):
     return (_funnel, None, 0.5, num_steps, PRECOND, MAX_DOUBLINGS)
 
 
+@functools.partial(jax.jit, static_argnums=3)
 def _criteria(x, v, base, num_steps):
-    """``c(theta_0 2^i)`` for every ``i`` in ``[-MAX, MAX]``, by brute force."""
-    state = langevin.init(x, _funnel)
-    out = []
-    for i in range(-MAX_DOUBLINGS, MAX_DOUBLINGS + 1):
-        end, w = hmc.integrate(state, v, _funnel, base * 2.0**i, num_steps, PRECOND)
-        r = float(
-            hmc.log_acceptance_ratio(
-                state,
-                end,
-                hmc.kinetic_energy(v, PRECOND),
-                hmc.kinetic_energy(w, PRECOND),
-            )
+    """``c(theta_0 2^i)`` for every particle of ``x`` and every ``i`` in
+    ``[-MAX, MAX]``, by brute force: one trajectory per step, ``(n, 2 MAX + 1)``."""
+    exponents = jnp.arange(-MAX_DOUBLINGS, MAX_DOUBLINGS + 1, dtype=x.dtype)
+
+    def criterion(x, v, step_size):
+        state = langevin.init(x, _funnel)
+        end, w = hmc.integrate(state, v, _funnel, step_size, num_steps, PRECOND)
+        r = hmc.log_acceptance_ratio(
+            state, end, hmc.kinetic_energy(v, PRECOND), hmc.kinetic_energy(w, PRECOND)
         )
-        out.append(-abs(r) if np.isfinite(r) else -np.inf)
-    return np.array(out)
+        return jnp.where(jnp.isfinite(r), -jnp.abs(r), -jnp.inf)
+
+    every_step = jax.vmap(criterion, in_axes=(None, None, 0))
+    return jax.vmap(every_step, in_axes=(0, 0, None))(x, v, base * 2.0**exponents)
 
 
 def _rule(criteria, log_a, log_b):
@@ -76,12 +78,10 @@ def test_selection_follows_the_halving_and_doubling_rule(num_steps):
         jnp.asarray(log_band),
         *_args(num_steps),
     )
+    criteria = np.asarray(_criteria(jnp.asarray(x), jnp.asarray(v), 0.5, num_steps))
     exponents = set()
     for i in range(12):
-        want = _rule(
-            _criteria(jnp.asarray(x[i]), jnp.asarray(v[i]), 0.5, num_steps),
-            *log_band[i],
-        )
+        want = _rule(criteria[i], *log_band[i])
         assert int(sel.exponent[i]) == want, (i, int(sel.exponent[i]), want)
         exponents.add(want)
     assert min(exponents) < 0 < max(exponents)  # both searches were exercised

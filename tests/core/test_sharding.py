@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# One xdist worker runs all of this file's tests (pyproject.toml: --dist
+# loadgroup), so its module-scoped fixture (four_devices) is built once.
+pytestmark = pytest.mark.xdist_group("test_sharding")
+
 SCRIPT = r"""
 import json, re, warnings
 import jax

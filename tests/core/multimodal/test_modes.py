@@ -8,6 +8,10 @@ import pytest
 from numpyro_dilation.core.multimodal import modes
 from numpyro_dilation.validation import targets
 
+# One xdist worker runs all of this file's tests (pyproject.toml: --dist
+# loadgroup), so its module-scoped fixture (three_found) is built once.
+pytestmark = pytest.mark.xdist_group("test_modes")
+
 KEY = jax.random.PRNGKey(0)
 
 
