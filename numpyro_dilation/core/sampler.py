@@ -703,10 +703,12 @@ def step_from_keys(
     # (one evaluation of the log density for both), 1 jump, 2 rebalance, 3 move
     # at l = 1 with HMC or local steps (from the end of annealing).
     rescale = lam != state.lam
+
+    def langevin_move(s):
+        return _move(keys, s, lam, logdensity_and_grad_fn, options, False, rescale)[0]
+
     branches = [
-        lambda s: _move(keys, s, lam, logdensity_and_grad_fn, options, False, rescale)[
-            0
-        ],
+        langevin_move,
         lambda s: _jump(keys.noise, s, logdensity_and_grad_fn) if jumping else s,
         lambda s: (
             _rebalance(keys.noise, s, logdensity_and_grad_fn, options)
