@@ -149,7 +149,7 @@ def step_from_noise(
     logdensity_and_grad_fn: LogDensityAndGrad,
     step_size: Array,
     precond: Preconditioner,
-    adjusted: bool = True,
+    adjusted: bool | Array = True,
 ) -> tuple[LangevinState, LangevinInfo]:
     """:func:`step` with its randomness given: ``z ~ N(0, I)`` drives the proposal
     and ``log_uniform = log U``, ``U ~ U(0, 1)``, the accept test.
@@ -172,20 +172,21 @@ def metropolis(
     state: LangevinState,
     proposal: LangevinState,
     log_ratio: Array,
-    adjusted: bool = True,
+    adjusted: bool | Array = True,
 ) -> tuple[LangevinState, LangevinInfo]:
     """Accept ``proposal`` if ``log_uniform < log_ratio`` (probability
     ``min(1, exp(log_ratio))`` for ``log_uniform = log U``, ``U ~ U(0, 1)``).
 
     A proposal with a non-finite log density or gradient is rejected and flagged
-    divergent. ``adjusted=False`` accepts every finite proposal (ULA).
+    divergent. ``adjusted=False`` accepts every finite proposal (ULA);
+    ``adjusted`` may be traced.
     """
     finite = jnp.isfinite(proposal.logdensity) & jnp.all(
         jnp.isfinite(proposal.logdensity_grad)
     )
     log_ratio = jnp.where(finite & ~jnp.isnan(log_ratio), log_ratio, -jnp.inf)
     acceptance_rate = jnp.exp(jnp.minimum(log_ratio, 0.0))
-    is_accepted = log_uniform < log_ratio if adjusted else finite
+    is_accepted = jnp.where(adjusted, log_uniform < log_ratio, finite)
     new_state = jax.tree.map(
         lambda new, old: jnp.where(is_accepted, new, old), proposal, state
     )

@@ -273,30 +273,24 @@ def init(
     )
 
 
-def _rescale(state: SamplerState, lam, logdensity_and_grad_fn) -> SamplerState:
-    """Re-evaluate every particle under the new level ``lam`` (y fixed).
-
-    A particle whose density is not finite there is flagged divergent and keeps
-    its target-space position instead (``y`` re-mapped so that ``x`` is unchanged).
-    """
-    particles = state.particles
-    logdensity, grad = _evaluate(
-        logdensity_and_grad_fn, particles.position, particles.center, lam
-    )
-    bad = ~(jnp.isfinite(logdensity) & jnp.all(jnp.isfinite(grad), axis=-1))
+def _rescaled(before: SamplerState, after: Particles, lam) -> Particles:
+    """The particles re-evaluated under the new level ``lam`` (``y`` fixed):
+    ``after``, where each finite one took its new values, except that a particle
+    whose density is not finite there (flagged divergent) keeps its target-space
+    position instead (``y`` re-mapped so that ``x`` is unchanged), with its
+    cached values carried over; every particle keeps its acceptance probability."""
+    particles = before.particles
+    bad = after.diverging
     d = particles.position.shape[-1]
     # log p(x) and grad log p(x) at the unchanged x, from the cached values.
-    kept_logdensity = -target_potential(state) - 0.5 * d * jnp.log(lam)
-    kept_grad = particles.logdensity_grad * jnp.sqrt(state.lam / lam)
-    kept = dilation_path.to_path(target_position(state), particles.center, lam)
-    return state._replace(
-        lam=lam,
-        particles=particles._replace(
-            position=jnp.where(bad[:, None], kept, particles.position),
-            logdensity=jnp.where(bad, kept_logdensity, logdensity),
-            logdensity_grad=jnp.where(bad[:, None], kept_grad, grad),
-            diverging=bad,
-        ),
+    kept_logdensity = -target_potential(before) - 0.5 * d * jnp.log(lam)
+    kept_grad = particles.logdensity_grad * jnp.sqrt(before.lam / lam)
+    kept = dilation_path.to_path(target_position(before), particles.center, lam)
+    return after._replace(
+        position=jnp.where(bad[:, None], kept, after.position),
+        logdensity=jnp.where(bad, kept_logdensity, after.logdensity),
+        logdensity_grad=jnp.where(bad[:, None], kept_grad, after.logdensity_grad),
+        accept_prob=particles.accept_prob,
     )
 
 
@@ -319,6 +313,7 @@ def _move(
     logdensity_and_grad_fn,
     options,
     at_target,
+    rescale=None,
 ):
     """One Langevin step per particle on ``p_lam``, step ``h = eps * lam``; with
     ``at_target`` (static: ``l = 1``) and ``options.hmc`` one HMC trajectory of
@@ -327,6 +322,13 @@ def _move(
     (``core.autostep``, from ``sqrt(2 h)`` for MALA, ``h`` for HMC). Returns
     the state and the per-particle step information (for HMC what ChEES needs:
     ``_tune_trajectory``, during warmup only).
+
+    Where ``rescale`` (traced; the annealing's Langevin move only) holds, the
+    level has just changed to ``lam``: every particle is re-evaluated there
+    instead, as a ULA step of size 0 (the proposal is the particle itself,
+    kept where its density is finite; ``_rescaled``). The move and the
+    re-evaluation then share one evaluation of the log density in the
+    compiled program.
 
     The proposal noise and the accept uniforms of the whole population are drawn
     in one call (``draws.normal_and_uniform``; one key per particle costs more
@@ -367,17 +369,27 @@ def _move(
             options.max_step_doublings,
         )
     else:
+        adjusted = options.adjusted
+        if rescale is not None:
+            h = jnp.where(rescale, 0.0, h)
+            adjusted = adjusted & ~rescale
 
         def one(z, log_uniform, start, c):
             at_c = lambda yi: fn(yi, c)  # noqa: E731
             if use_hmc:
                 return hmc.step_from_noise(z, log_uniform, start, at_c, h, n, precond)
             return langevin.step_from_noise(
-                z, log_uniform, start, at_c, h, precond, options.adjusted
+                z, log_uniform, start, at_c, h, precond, adjusted
             )
 
         new, info = jax.vmap(one)(z, log_uniform, start, particles.center)
     particles = _after_metropolis(particles, new, info, "accept_prob")
+    if rescale is not None:
+        rescaled = _rescaled(state, particles, lam)
+        particles = jax.tree.map(
+            lambda a, b: jnp.where(rescale, a, b), rescaled, particles
+        )
+        state = state._replace(lam=lam)
     n = n.astype(jnp.float32)
     if local:
         # Gradients the population computed, per particle.
@@ -687,12 +699,16 @@ def step_from_keys(
         & (state.modes.num_modes > 1)
         & (jax.random.uniform(keys.coin) < options.jump_prob)
     )
-    # Branches: 0 Langevin move, 1 re-evaluation at a new level, 2 jump,
-    # 3 rebalance, 4 move at l = 1 with HMC or local steps (from the end of
-    # annealing).
+    # Branches: 0 Langevin move, or at a new level the re-evaluation there
+    # (one evaluation of the log density for both), 1 jump, 2 rebalance, 3 move
+    # at l = 1 with HMC or local steps (from the end of annealing).
+    rescale = lam != state.lam
+
+    def langevin_move(s):
+        return _move(keys, s, lam, logdensity_and_grad_fn, options, False, rescale)[0]
+
     branches = [
-        lambda s: _move(keys, s, lam, logdensity_and_grad_fn, options, False)[0],
-        lambda s: _rescale(s, lam, logdensity_and_grad_fn),
+        langevin_move,
         lambda s: _jump(keys.noise, s, logdensity_and_grad_fn) if jumping else s,
         lambda s: (
             _rebalance(keys.noise, s, logdensity_and_grad_fn, options)
@@ -708,12 +724,13 @@ def step_from_keys(
             return _tune_trajectory(s, moved, info, options) if options.hmc else moved
 
         branches.append(target_move)
-        move = jnp.where(t >= run_calendar.num_anneal, 4, 0)
+        move = jnp.where(t >= run_calendar.num_anneal, 3, 0)
     branch = jnp.where(
-        lam != state.lam, 1, jnp.where(is_rebalance, 3, jnp.where(is_jump, 2, move))
+        rescale, 0, jnp.where(is_rebalance, 2, jnp.where(is_jump, 1, move))
     )
     state = jax.lax.switch(branch, branches, _one_step(state))
-    state = _adapt(state, options, (branch == 0) | (branch == 4), branch == 4)
+    moved = ((branch == 0) & ~rescale) | (branch == 3)
+    state = _adapt(state, options, moved, branch == 3)
     if state.particles.position.shape[0] > 1:
         state = jax.lax.cond(
             calendar.is_straggler_check(run_calendar, t),
@@ -721,7 +738,7 @@ def step_from_keys(
             lambda s: s,
             state,
         )
-    info = SamplerInfo(branch == 1, branch == 2, branch == 3)
+    info = SamplerInfo(rescale, branch == 1, branch == 2)
     return _advance(state), info
 
 

@@ -565,6 +565,54 @@ def test_sampler_step_keeps_cache_consistent_and_dtypes(dtype, x64, adjusted):
         assert state.particles.position.dtype == dt
 
 
+def test_a_new_level_re_evaluates_the_particles_where_they_are():
+    # At a level change every particle stays at its y and takes log p_l and
+    # its score under the new level; one whose density is not finite there (a
+    # NaN band of the target that its x enters as l grows, x = c + (y - c) /
+    # sqrt(l)) is flagged divergent and keeps its x instead, its cache carried
+    # over. No move: the acceptance probabilities stay the previous iteration's.
+    def logdensity(x):
+        band = (x[0] > 0.5) & (x[0] < 1.0)
+        return jnp.where(band, jnp.nan, -0.5 * jnp.sum(x**2))
+
+    fn = jax.value_and_grad(logdensity)
+    options = SamplerOptions()
+    sched = calendar.build_calendar(40, options, num_levels=4)
+    levels = [float(calendar.level_at(sched, jnp.asarray(t))) for t in (4, 5)]
+    assert levels[1] > 5 * levels[0]  # t = 5 is the first level change
+    center = jnp.zeros((4, 2))
+    # Under the new level x shrinks by sqrt(l0 / l1) ~ 0.22: only particle 0's
+    # x[0] (3 -> 0.65) lands in the band.
+    x_old = jnp.array([[3.0, 0.5], [-3.0, 0.5], [-1.0, 2.0], [2.0, -2.0]])
+    y = dilation_path.to_path(x_old, center, levels[0])
+    cache = jax.vmap(
+        lambda yi, ci: dilation_path.logdensity_and_score(fn, yi, ci, levels[0])
+    )
+    value, grad = cache(y, center)
+    state = sampler.init(center, fn, sched, options)
+    accept = jnp.array([0.1, 0.2, 0.3, 0.4])
+    state = state._replace(
+        iteration=jnp.asarray(5),
+        particles=state.particles._replace(
+            position=y, logdensity=value, logdensity_grad=grad, accept_prob=accept
+        ),
+    )
+    new, info = jax.jit(lambda s: sampler.step(jax.random.PRNGKey(0), s, fn, options))(
+        state
+    )
+    particles = new.particles
+    assert bool(info.is_rescale) and float(new.lam) == pytest.approx(levels[1])
+    np.testing.assert_array_equal(particles.diverging, [True, False, False, False])
+    np.testing.assert_array_equal(particles.position[1:], y[1:])
+    np.testing.assert_allclose(sampler.target_position(new)[0], x_old[0], rtol=1e-6)
+    expected = jax.vmap(
+        lambda yi, ci: dilation_path.logdensity_and_score(fn, yi, ci, new.lam)
+    )(particles.position, center)
+    np.testing.assert_allclose(particles.logdensity, expected[0], rtol=1e-5)
+    np.testing.assert_allclose(particles.logdensity_grad, expected[1], rtol=1e-5)
+    np.testing.assert_array_equal(particles.accept_prob, accept)
+
+
 @pytest.mark.parametrize("hmc", [False, True])
 def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
     # At the first preconditioner estimate (t = A) the step size's acceptance
