@@ -89,8 +89,8 @@ def pytest_collection_modifyitems(config, items):
 
     pytest-xdist groups a marked test by renaming its node id; where pytest
     ignores the rename (pytest 9.2 with xdist 3.8, pytest-dev/pytest-xdist#1386)
-    the tests are spread over the workers as if unmarked, silently, and each
-    worker builds the file's module fixtures again (the two-process cluster of
+    the tests are spread over the workers as if unmarked, silently, and a
+    file's module fixtures can be built on both (the two-process cluster of
     test_distributed.py: 80 s more on 2 cores). The pytest range of the test
     extras keeps that away; this names it in the warnings summary if it comes
     back (an error raised here reaches the xdist controller as an unrelated
