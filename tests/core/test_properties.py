@@ -29,6 +29,7 @@ from numpyro_dilation.core import (
 from numpyro_dilation.core.options import SamplerOptions
 from numpyro_dilation.core.preconditioner import (
     LowRank,
+    dense_by_default,
     identity,
     make_preconditioner,
 )
@@ -368,6 +369,18 @@ def test_non_finite_proposal_is_rejected_and_divergent(adjusted, d, seed):
 
 
 # -------------------------------------------------------------- preconditioner
+
+
+@pytest.mark.parametrize(
+    "dim, hmc, dense",
+    [(12, True, True), (13, True, False), (6, False, True), (7, False, False)],
+)
+def test_dense_by_default_needs_five_particles_per_dimension_ten_with_mala(
+    dim, hmc, dense
+):
+    # 64 particles: n >= 5 d where HMC moves may run (d = 12 yes, 13 no),
+    # n >= 10 d with MALA (d = 6 yes, 7 no).
+    assert dense_by_default(dim, 64, hmc=hmc) is dense
 
 
 @pytest.mark.parametrize("kind", KINDS)
