@@ -107,8 +107,8 @@ def pytest_collection_modifyitems(config, items):
         warnings.warn(
             pytest.PytestWarning(
                 f"--dist loadgroup did not group {len(lost)} tests marked "
-                f"xdist_group (e.g. {lost[0]}): their module fixtures are built "
-                "on every worker. This pytest-xdist does not support this pytest "
+                f"xdist_group (e.g. {lost[0]}): their module fixtures can be "
+                "built on both workers. This pytest-xdist does not support this pytest "
                 "(pytest-dev/pytest-xdist#1386); install the pytest range of "
                 "pyproject.toml's test extras."
             ),

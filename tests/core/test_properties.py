@@ -598,10 +598,13 @@ def test_a_new_level_re_evaluates_the_particles_where_they_are():
     # x[0] (3 -> 0.65) lands in the band.
     x_old = jnp.array([[3.0, 0.5], [-3.0, 0.5], [-1.0, 2.0], [2.0, -2.0]])
     y = dilation_path.to_path(x_old, center, levels[0])
-    cache = jax.vmap(
-        lambda yi, ci: dilation_path.logdensity_and_score(fn, yi, ci, levels[0])
-    )
-    value, grad = cache(y, center)
+
+    def cache(y, lam):
+        return jax.vmap(
+            lambda yi, ci: dilation_path.logdensity_and_score(fn, yi, ci, lam)
+        )(y, center)
+
+    value, grad = cache(y, levels[0])
     state = sampler.init(center, fn, sched, options)
     accept = jnp.array([0.1, 0.2, 0.3, 0.4])
     state = state._replace(
@@ -618,9 +621,7 @@ def test_a_new_level_re_evaluates_the_particles_where_they_are():
     np.testing.assert_array_equal(particles.diverging, [True, False, False, False])
     np.testing.assert_array_equal(particles.position[1:], y[1:])
     np.testing.assert_allclose(sampler.target_position(new)[0], x_old[0], rtol=1e-6)
-    expected = jax.vmap(
-        lambda yi, ci: dilation_path.logdensity_and_score(fn, yi, ci, new.lam)
-    )(particles.position, center)
+    expected = cache(particles.position, new.lam)
     np.testing.assert_allclose(particles.logdensity, expected[0], rtol=1e-5)
     np.testing.assert_allclose(particles.logdensity_grad, expected[1], rtol=1e-5)
     np.testing.assert_array_equal(particles.accept_prob, accept)
