@@ -154,15 +154,15 @@ def test_the_kernel_option_defaults_are_the_cores(name):
     assert kernel == core.DEFAULT_OPTIONS._asdict()[name]
 
 
-@pytest.mark.parametrize("hmc", [False, True])
-def test_a_step_for_one_phase_holds_that_phase_work_only(hmc):
+def test_a_step_for_one_phase_holds_that_phase_work_only():
     # sampler.step_from_keys(phase=ANNEAL) at every annealing iteration and
     # (phase=TUNE) at every tuning one gives the state of the step for either
-    # phase (up to rounding), and compiles only that phase's work: the annealing's step
-    # evaluates the model once (its Langevin move, no jump, rebalancing or HMC
-    # trajectory), the tuning's everything but the annealing's move when that
-    # is not its own (HMC moves). Two modes, so jumps and the rebalancing run.
-    num_warmup, n, d = 40, 64, 2
+    # phase (up to rounding), and compiles only that phase's work: the
+    # annealing's step evaluates the model once (its Langevin move, no jump,
+    # rebalancing or HMC trajectory), the tuning's everything but the
+    # annealing's move when that is not its own (HMC moves; with MALA moves
+    # it is). Two modes, so jumps and the rebalancing run.
+    num_warmup, n, d = 24, 64, 2
     traced = []
 
     def logdensity(x):
@@ -172,23 +172,25 @@ def test_a_step_for_one_phase_holds_that_phase_work_only(hmc):
         )
 
     fn = jax.value_and_grad(logdensity)
-    options = core.SamplerOptions(hmc=hmc)
-    cal = core.build_calendar(num_warmup, options, num_levels=4)
     centers = 6.0 * jax.random.normal(jax.random.PRNGKey(0), (n, d))
-    state = core.init(centers, fn, cal, options)
-
-    def step(phase, keys, s):
-        return sampler.step_from_keys(keys, s, fn, options, fit=False, phase=phase)
-
     keys = sampler.iteration_keys(jax.random.PRNGKey(1))[1]
-    evaluations = {}
-    for phase in (None, sampler.ANNEAL, sampler.TUNE):
-        traced.clear()
-        jax.make_jaxpr(partial(step, phase))(keys, state)
-        evaluations[phase] = len(traced)
-    assert evaluations[sampler.ANNEAL] == 1
-    assert evaluations[sampler.TUNE] == evaluations[None] - hmc > 1
+    for hmc in (False, True):
+        options = core.SamplerOptions(hmc=hmc)
+        cal = core.build_calendar(num_warmup, options, num_levels=3)
+        state = core.init(centers, fn, cal, options)
 
+        def step(phase, keys, s, options=options):
+            return sampler.step_from_keys(keys, s, fn, options, fit=False, phase=phase)
+
+        evaluations = {}
+        for phase in (None, sampler.ANNEAL, sampler.TUNE):
+            traced.clear()
+            jax.make_jaxpr(partial(step, phase))(keys, state)
+            evaluations[phase] = len(traced)
+        assert evaluations[sampler.ANNEAL] == 1
+        assert evaluations[sampler.TUNE] == evaluations[None] - hmc > 1
+
+    # The same states, with HMC moves (the last options).
     steps = {phase: jax.jit(partial(step, phase)) for phase in evaluations}
     fit = jax.jit(lambda keys, s: sampler.fit_modes(keys.modes, s, fn, options))
     fits = calendar.mode_fit_iterations(cal)
@@ -207,7 +209,7 @@ def test_a_step_for_one_phase_holds_that_phase_work_only(hmc):
         )
         for a, b in pairs:
             # Up to rounding: XLA fuses the smaller program otherwise (1 ulp
-            # in one coordinate seen at t = A with HMC).
+            # in one coordinate seen at t = A).
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"t={t}")
         state = expected
     assert int(state.modes.num_modes) == 2
