@@ -689,7 +689,12 @@ class DilationKernel(MCMCKernel):
         with one mode (``calendar.keeps_one_mode``) it stays so to the end:
         a unimodal run compiles one loop and one fit, none of the jumps and
         the rebalancing. Otherwise the loop with them runs between the later
-        fits. The same draws as one loop of ``sampler.step`` over the warmup.
+        fits, for tuning iterations only (``sampler.TUNE``). Where the tuning
+        moves otherwise than the annealing (HMC moves or local steps) the
+        annealing's iterations have a loop of their own (``sampler.ANNEAL``):
+        a run that finds several modes then compiles none of that move. The
+        same draws as one loop of ``sampler.step`` over the warmup (up to the
+        rounding of programs that XLA fuses otherwise).
 
         Returns the state after warmup, its population key advanced as
         ``sample`` advances it (one split per iteration: the same draws as one
@@ -698,15 +703,31 @@ class DilationKernel(MCMCKernel):
         """
         fn = self._logdensity_and_grad(model_args, model_kwargs)
 
-        @partial(jax.jit, static_argnums=0)
-        def dilation_warmup(options, carry, start, stop):
+        @partial(jax.jit, static_argnums=(0, 1))
+        def dilation_warmup(options, phase, carry, start, stop):
             def body(_, carry):
                 pop, reference, key = carry
                 key, step_keys = sampler.iteration_keys(key)
-                pop, _ = sampler.step_from_keys(step_keys, pop, fn, options, fit=False)
-                return pop, diagnostics.track(pop, reference), key
+                pop, _ = sampler.step_from_keys(
+                    step_keys, pop, fn, options, fit=False, phase=phase
+                )
+                if phase != sampler.ANNEAL:  # the check's window is in the tuning
+                    reference = diagnostics.track(pop, reference)
+                return pop, reference, key
 
             return jax.lax.fori_loop(start, stop, body, carry)
+
+        num_anneal = int(self._calendar.num_anneal)
+
+        def run(options, phase, carry, start, stop):
+            # A TUNE loop leaves the annealing's iterations to a loop of their own.
+            if phase == sampler.TUNE and start < num_anneal:
+                anneal = min(stop, num_anneal)
+                carry = dilation_warmup(options, sampler.ANNEAL, carry, start, anneal)
+                start = anneal
+            if start < stop:
+                carry = dilation_warmup(options, phase, carry, start, stop)
+            return carry
 
         @jax.jit
         def dilation_mode_fit(carry):
@@ -727,21 +748,28 @@ class DilationKernel(MCMCKernel):
 
         carry = (pop, diagnostics.init_reference(pop), keys[0])
         unimodal = sampler.unimodal(self._options)
+        # Where the tuning moves otherwise than the annealing (HMC moves or
+        # local steps), the annealing runs in a loop of its own: a run whose
+        # first fit finds several modes (MALA and jumps from there) then never
+        # compiles that move. Otherwise one loop serves both phases.
+        phase = None
+        if self._options.hmc or self._options.local_step_size:
+            phase = sampler.TUNE
         first = fits[0] if fits else num_warmup
-        carry = dilation_warmup(unimodal, carry, 0, first)
+        carry = run(unimodal, phase, carry, 0, first)
         if fits:
             carry, num_modes = dilation_mode_fit(carry)
 
             def one_mode():
-                return dilation_warmup(unimodal, carry, first, num_warmup)
+                return run(unimodal, phase, carry, first, num_warmup)
 
             def several_modes():
                 tuned = carry
                 several = self._several_modes_options
                 for start, stop in zip(fits, fits[1:], strict=False):
-                    tuned = dilation_warmup(several, tuned, start, stop)
+                    tuned = run(several, sampler.TUNE, tuned, start, stop)
                     tuned, _ = dilation_mode_fit(tuned)
-                return dilation_warmup(several, tuned, fits[-1], num_warmup)
+                return run(several, sampler.TUNE, tuned, fits[-1], num_warmup)
 
             if _is_concrete(num_modes):
                 num_modes = int(num_modes)  # the host decides, nothing compiles

@@ -16,7 +16,7 @@ from numpyro.infer import NUTS
 from runs import run_vectorized
 
 from numpyro_dilation import DilationKernel, arviz_compat
-from numpyro_dilation.core import adaptation, calendar
+from numpyro_dilation.core import adaptation, calendar, sampler
 from numpyro_dilation.core.multimodal import modes
 from numpyro_dilation.validation import targets
 
@@ -419,12 +419,22 @@ def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala():
     assert np.all(steps(two) == 1)
 
 
-def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
-    # The warmup runs in two segments around the fit that ends the annealing:
+@pytest.mark.parametrize("step, loops", [("mala", (1, 2)), ("auto", (2, 2))])
+def test_the_warmup_loops_follow_the_modes_and_the_moves(step, loops, monkeypatch):
+    # The warmup runs in segments around the fit that ends the annealing:
     # one mode found -> the tuning segment reuses the annealing's loop (no
     # jump, fit or rebalancing code compiled) and the run counts that one fit;
     # two modes -> a second loop with them, and every fit of the calendar.
-    compiled = []
+    # With step="auto" (d = 2, 256 particles: HMC moves from the end of the
+    # annealing where one mode is found) the annealing has a loop of its own,
+    # so the bimodal run (MALA and jumps from its first fit) compiles no HMC
+    # move.
+    compiled, traced = [], []
+    step_from_keys = sampler.step_from_keys
+
+    def recording_step(keys, state, fn, options, *args, phase=None, **kwargs):
+        traced.append((options.hmc, phase))
+        return step_from_keys(keys, state, fn, options, *args, phase=phase, **kwargs)
 
     def record(event, seconds, **kwargs):
         if event == "/jax/core/compile/backend_compile_duration":
@@ -433,13 +443,15 @@ def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
     def count(name):
         return sum(name in fun for fun in compiled)
 
+    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
     jax.monitoring.register_event_duration_secs_listener(record)
     try:
-        fits = []
+        fits, moves = [], []
         for target in (UNIMODAL_2D, BIMODAL_2D):
             compiled.clear()
-            kernel = DilationKernel(  # MALA: the fits follow from the count
-                potential_fn=lambda x, t=target: -t.logdensity_fn(x), step="mala"
+            traced.clear()
+            kernel = DilationKernel(  # the fits follow from the count
+                potential_fn=lambda x, t=target: -t.logdensity_fn(x), step=step
             )
             mcmc = run(
                 kernel,
@@ -453,12 +465,21 @@ def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two():
                 (
                     count("dilation_warmup"),
                     int(pop.modes.num_modes),
-                    (kernel.num_evaluations(200) - 256 * 200)
+                    (
+                        kernel.num_evaluations(200, mcmc.last_state)
+                        - 256 * round(float(pop.num_gradients))
+                    )
                     // modes.fit_evaluations(256, kernel._options.max_modes),
                 )
             )
+            moves.append({hmc for hmc, phase in traced if phase != sampler.ANNEAL})
     finally:
         jax.monitoring.unregister_event_duration_listener(record)
-    assert fits[0] == (1, 1, 1)
-    assert fits[1] == (2, 2, len(calendar.mode_fit_iterations(kernel._calendar)))
+    assert fits[0] == (loops[0], 1, 1)
+    assert fits[1] == (
+        loops[1],
+        2,
+        len(calendar.mode_fit_iterations(kernel._calendar)),
+    )
     assert fits[1][2] > 1
+    assert moves == ([{True}, {False}] if step == "auto" else [{False}, {False}])

@@ -94,6 +94,8 @@ __all__ = [
     "init",
     "step",
     "step_from_keys",
+    "ANNEAL",
+    "TUNE",
     "sample_step",
     "fit_modes",
     "fit_iterations",
@@ -106,6 +108,11 @@ __all__ = [
 ]
 
 LogDensityAndGrad = Callable[[Array], tuple[Array, Array]]
+
+ANNEAL, TUNE = "anneal", "tune"
+PHASES = (None, ANNEAL, TUNE)
+"""``step_from_keys``'s static ``phase``: an annealing iteration (``t < A``),
+a tuning one (``A <= t < W``), or either (``None``)."""
 
 LOCAL_STEP_GAIN = 0.5
 """With local step sizes, ``log h`` moves this share of the way to the
@@ -539,7 +546,11 @@ def _replace_stragglers(key, state: SamplerState) -> SamplerState:
 
 
 def _adapt(
-    state: SamplerState, options: SamplerOptions, moved: Array, at_target: Array
+    state: SamplerState,
+    options: SamplerOptions,
+    moved: Array,
+    at_target: Array,
+    phase: str | None,
 ) -> SamplerState:
     """The warmup's adaptation after iteration ``t``'s move: the step size
     (every warmup iteration), the preconditioner (while tuning) and the
@@ -558,7 +569,7 @@ def _adapt(
     )
     if not options.adapt_step_size:
         terms = terms[:, :0]  # a fixed step needs no acceptance sums
-    state, sums = _estimate_preconditioner(state, options, terms)
+    state, sums = _estimate_preconditioner(state, options, terms, phase)
     step_size = state.step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
@@ -601,7 +612,7 @@ def _adapt(
 
 
 def _estimate_preconditioner(
-    state: SamplerState, options: SamplerOptions, terms: Array
+    state: SamplerState, options: SamplerOptions, terms: Array, phase: str | None
 ) -> tuple[SamplerState, Array]:
     """While tuning, the preconditioner from the population's moments, and the
     population sums of ``terms`` (``adaptation.acceptance_terms``), from the
@@ -642,6 +653,8 @@ def _estimate_preconditioner(
         )
         return state, sums.astype(terms.dtype)
 
+    if phase is not None:
+        return (estimate if phase == TUNE else sums_only)(state)
     return jax.lax.cond(calendar.is_tuning(run_calendar, t), estimate, sums_only, state)
 
 
@@ -672,6 +685,7 @@ def step_from_keys(
     logdensity_and_grad_fn: LogDensityAndGrad,
     options: SamplerOptions,
     fit: bool = True,
+    phase: str | None = None,
 ) -> tuple[SamplerState, SamplerInfo]:
     """``step`` with the iteration's keys given: a caller that carries its own
     key chain derives the next key and these in one split (``iteration_keys``).
@@ -679,9 +693,17 @@ def step_from_keys(
     :param fit: static; ``False`` leaves the calendar's mode fits to the
         caller, who makes them with ``fit_modes`` (key ``keys.modes``) just
         before the step of a fit iteration (the kernel, to compile them once).
+    :param phase: static; ``ANNEAL`` promises an annealing iteration (``t <
+        A``), ``TUNE`` a tuning one (``A <= t < W``): the compiled step then
+        holds that phase's work only (the same draws, up to the rounding of a
+        program XLA fuses otherwise). ``None``: either.
     """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {PHASES}, got {phase!r}.")
+    annealing, tuning = phase != TUNE, phase != ANNEAL
     t = state.iteration
     jumping, rebalancing = _multimodal(state.particles.position.shape[-1], options)
+    jumping, rebalancing = jumping and tuning, rebalancing and tuning
     if (jumping or rebalancing) and fit:
         state = jax.lax.cond(
             calendar.is_mode_fit(state.calendar, t),
@@ -690,55 +712,68 @@ def step_from_keys(
             state,
         )
     run_calendar = state.calendar
-    lam = calendar.level_at(run_calendar, t)
-    is_rebalance = rebalancing & calendar.is_rebalance(run_calendar, t)
-    is_jump = (
-        jumping
-        & (t >= run_calendar.num_anneal)
-        & ~is_rebalance
-        & (state.modes.num_modes > 1)
-        & (jax.random.uniform(keys.coin) < options.jump_prob)
-    )
+    if annealing:
+        lam = calendar.level_at(run_calendar, t)
+    else:
+        lam = jnp.ones((), run_calendar.levels.dtype)  # l = 1 while tuning
     # Branches: 0 Langevin move, or at a new level the re-evaluation there
     # (one evaluation of the log density for both), 1 jump, 2 rebalance, 3 move
-    # at l = 1 with HMC or local steps (from the end of annealing).
-    rescale = lam != state.lam
+    # at l = 1 with HMC or local steps (from the end of annealing). A branch
+    # the phase cannot take is compiled as the identity, or not at all.
+    rescale = lam != state.lam if annealing else None
+    targeted = tuning and (options.hmc or options.local_step_size)
+
+    def skip(s):
+        return s
 
     def langevin_move(s):
         return _move(keys, s, lam, logdensity_and_grad_fn, options, False, rescale)[0]
 
+    def target_move(s):
+        moved, info = _move(keys, s, lam, logdensity_and_grad_fn, options, True)
+        return _tune_trajectory(s, moved, info, options) if options.hmc else moved
+
     branches = [
-        langevin_move,
-        lambda s: _jump(keys.noise, s, logdensity_and_grad_fn) if jumping else s,
-        lambda s: (
-            _rebalance(keys.noise, s, logdensity_and_grad_fn, options)
+        langevin_move if annealing or not targeted else skip,
+        (lambda s: _jump(keys.noise, s, logdensity_and_grad_fn)) if jumping else skip,
+        (
+            (lambda s: _rebalance(keys.noise, s, logdensity_and_grad_fn, options))
             if rebalancing
-            else s
+            else skip
         ),
-    ]
-    move = 0
-    if options.hmc or options.local_step_size:
-
-        def target_move(s):
-            moved, info = _move(keys, s, lam, logdensity_and_grad_fn, options, True)
-            return _tune_trajectory(s, moved, info, options) if options.hmc else moved
-
-        branches.append(target_move)
-        move = jnp.where(t >= run_calendar.num_anneal, 3, 0)
-    branch = jnp.where(
-        rescale, 0, jnp.where(is_rebalance, 2, jnp.where(is_jump, 1, move))
-    )
-    state = jax.lax.switch(branch, branches, _one_step(state))
-    moved = ((branch == 0) & ~rescale) | (branch == 3)
-    state = _adapt(state, options, moved, branch == 3)
-    if state.particles.position.shape[0] > 1:
+    ] + ([target_move] if targeted else [])
+    branch = jnp.asarray(0)
+    if targeted:
+        branch = jnp.where(t >= run_calendar.num_anneal, 3, 0) if annealing else 3
+    if jumping:
+        is_jump = (
+            (t >= run_calendar.num_anneal)
+            & (state.modes.num_modes > 1)
+            & (jax.random.uniform(keys.coin) < options.jump_prob)
+        )
+        branch = jnp.where(is_jump, 1, branch)
+    if rebalancing:
+        branch = jnp.where(calendar.is_rebalance(run_calendar, t), 2, branch)
+    if rescale is not None:
+        branch = jnp.where(rescale, 0, branch)
+    live = [b for b in branches if b is not skip]
+    if len(live) == 1:
+        state = live[0](_one_step(state))
+    else:
+        state = jax.lax.switch(branch, branches, _one_step(state))
+    moved = (branch == 0) | (branch == 3)
+    if rescale is not None:
+        moved = moved & ~rescale
+    state = _adapt(state, options, moved, branch == 3, phase)
+    if state.particles.position.shape[0] > 1 and tuning:
         state = jax.lax.cond(
             calendar.is_straggler_check(run_calendar, t),
             lambda s: _replace_stragglers(keys.stragglers, s),
             lambda s: s,
             state,
         )
-    info = SamplerInfo(rescale, branch == 1, branch == 2)
+    rescaled = jnp.zeros((), bool) if rescale is None else rescale
+    info = SamplerInfo(rescaled, branch == 1, branch == 2)
     return _advance(state), info
 
 

@@ -3,6 +3,7 @@ the kernel's defaults are the core's."""
 
 import inspect
 import re
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpyro_dilation import DilationKernel, core
-from numpyro_dilation.core import calendar
+from numpyro_dilation.core import calendar, sampler
 
 DOC = Path(__file__).parents[2] / "docs" / "calendar.md"
 
@@ -151,3 +152,66 @@ def test_the_kernel_defaults_are_the_cores(name, source):
 def test_the_kernel_option_defaults_are_the_cores(name):
     kernel = inspect.signature(DilationKernel.__init__).parameters[name].default
     assert kernel == core.DEFAULT_OPTIONS._asdict()[name]
+
+
+def test_a_step_for_one_phase_holds_that_phase_work_only():
+    # sampler.step_from_keys(phase=ANNEAL) at every annealing iteration and
+    # (phase=TUNE) at every tuning one gives the state of the step for either
+    # phase (up to rounding), and compiles only that phase's work: the
+    # annealing's step evaluates the model once (its Langevin move, no jump,
+    # rebalancing or HMC trajectory), the tuning's everything but the
+    # annealing's move when that is not its own (HMC moves; with MALA moves
+    # it is). Two modes, so jumps and the rebalancing run.
+    num_warmup, n, d = 24, 64, 2
+    traced = []
+
+    def logdensity(x):
+        traced.append(None)
+        return jnp.logaddexp(
+            -0.5 * jnp.sum((x - 4.0) ** 2), -0.5 * jnp.sum((x + 4.0) ** 2)
+        )
+
+    fn = jax.value_and_grad(logdensity)
+    centers = 6.0 * jax.random.normal(jax.random.PRNGKey(0), (n, d))
+    keys = sampler.iteration_keys(jax.random.PRNGKey(1))[1]
+    for hmc in (False, True):
+        options = core.SamplerOptions(hmc=hmc)
+        cal = core.build_calendar(num_warmup, options, num_levels=3)
+        state = core.init(centers, fn, cal, options)
+
+        def step(phase, keys, s, options=options):
+            return sampler.step_from_keys(keys, s, fn, options, fit=False, phase=phase)
+
+        evaluations = {}
+        for phase in (None, sampler.ANNEAL, sampler.TUNE):
+            traced.clear()
+            jax.make_jaxpr(partial(step, phase))(keys, state)
+            evaluations[phase] = len(traced)
+        assert evaluations[sampler.ANNEAL] == 1
+        assert evaluations[sampler.TUNE] == evaluations[None] - hmc > 1
+
+    # The same states, with HMC moves (the last options).
+    steps = {phase: jax.jit(partial(step, phase)) for phase in evaluations}
+    fit = jax.jit(lambda keys, s: sampler.fit_modes(keys.modes, s, fn, options))
+    fits = calendar.mode_fit_iterations(cal)
+    key = jax.random.PRNGKey(2)
+    for t in range(num_warmup):
+        key, keys = sampler.iteration_keys(key)
+        if t in fits:
+            state = fit(keys, state)
+        phase = sampler.ANNEAL if t < int(cal.num_anneal) else sampler.TUNE
+        expected, info = steps[None](keys, state)
+        got, got_info = steps[phase](keys, state)
+        pairs = zip(
+            jax.tree.leaves((got, got_info)),
+            jax.tree.leaves((expected, info)),
+            strict=True,
+        )
+        for a, b in pairs:
+            # Up to rounding: XLA fuses the smaller program otherwise (1 ulp
+            # in one coordinate seen at t = A).
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"t={t}")
+        state = expected
+    assert int(state.modes.num_modes) == 2
+    with pytest.raises(ValueError, match="phase must be one of"):
+        step("sample", keys, state)
