@@ -87,11 +87,8 @@ def update_block_choice(
     choice: BlockChoice, squared_jump: Array, is_coordinate: Array
 ) -> BlockChoice:
     """Add one population of jumps (scaled squared distances, kinds)."""
-    kind = is_coordinate.astype(int)
-    return BlockChoice(
-        choice.squared_jump + jax.ops.segment_sum(squared_jump, kind, 2),
-        choice.count + jax.ops.segment_sum(jnp.ones_like(squared_jump), kind, 2),
-    )
+    count, total = mixture_fit.label_sums(squared_jump, is_coordinate.astype(int), 2)
+    return BlockChoice(choice.squared_jump + total, choice.count + count)
 
 
 def propose(

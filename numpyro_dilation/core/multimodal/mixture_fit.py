@@ -102,8 +102,9 @@ def pick_row(x: Array, index: Array) -> Array:
 
 def label_sums(x: Array, labels: Array, num_labels: int) -> tuple[Array, Array]:
     """Per-label counts ``n_k`` and sums ``sum_{i: labels_i = k} x_i`` of the rows
-    of ``x`` ``(n, d)``, as products with the indicator matrix ``1[labels_i =
-    k]`` (labels outside ``0..K-1`` count nowhere).
+    of ``x`` ``(n, d)`` (or the entries of ``x`` ``(n,)``), as products with the
+    indicator matrix ``1[labels_i = k]`` (labels outside ``0..K-1`` count
+    nowhere).
 
     The same sums as ``jax.ops.segment_sum`` up to rounding, but a matrix
     product, not a scatter: XLA's CPU backend compiles a scatter as a kernel of

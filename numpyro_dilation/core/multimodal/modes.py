@@ -372,14 +372,15 @@ def proposal(modes: Modes, defensive: float = 0.5) -> GaussianMixture:
     segment = jnp.where(modes.mode_of >= 0, modes.mode_of, k)
     mix = modes.mixture
     weights = jnp.exp(mix.log_weights)
-    total = jax.ops.segment_sum(weights, segment, k + 1)
+    _, total = mixture_fit.label_sums(weights, segment, k + 1)
     within = weights / jnp.maximum(total[segment], jnp.finfo(weights.dtype).tiny)
     mass = jnp.exp(modes.log_mass - jax.scipy.special.logsumexp(modes.log_mass))
     mode_mass = (1 - defensive) * mass + defensive / modes.num_modes
     a = jnp.where(segment < k, jnp.append(mode_mass, 0.0)[segment] * within, 0.0)
-    mean = jax.ops.segment_sum(within[:, None] * mix.means, segment, k + 1)
+    _, mean = mixture_fit.label_sums(within[:, None] * mix.means, segment, k + 1)
     spread = mix.scales**2 + (mix.means - mean[segment]) ** 2
-    var = jax.ops.segment_sum(within[:, None] * spread, segment, k + 1)[:k]
+    _, var = mixture_fit.label_sums(within[:, None] * spread, segment, k + 1)
+    var = var[:k]
     scale = jnp.sqrt(jnp.maximum(var, jnp.finfo(var.dtype).tiny))
     mean = mean[:k]
     is_mode = jnp.isfinite(modes.log_mass)
@@ -394,9 +395,9 @@ def proposal(modes: Modes, defensive: float = 0.5) -> GaussianMixture:
 
 def segment_logsumexp(values: Array, segment: Array, num: int) -> Array:
     """``log sum_{i: segment_i = s} exp(values_i)`` for each ``s < num``."""
-    top = jax.ops.segment_max(values, segment, num)
+    top = mixture_fit.label_max(values, segment, num)
     top = jnp.where(jnp.isfinite(top), top, 0.0)
-    total = jax.ops.segment_sum(jnp.exp(values - top[segment]), segment, num)
+    _, total = mixture_fit.label_sums(jnp.exp(values - top[segment]), segment, num)
     return jnp.log(total) + top
 
 

@@ -112,7 +112,7 @@ def rebalance(
     log_z, ess = estimate_mode_masses(key_is, mode_set, logdensity_fn, n)
     label = modes.assign(mode_set, x)
     segment = jnp.where(label >= 0, label, k)
-    counts = jax.ops.segment_sum(jnp.ones(n, x.dtype), segment, k + 1)[:k]
+    counts = mixture_fit.label_sums(jnp.ones(n, x.dtype), segment, k + 1)[0][:k]
     shares, _ = corrected_shares(counts / n, log_z, ess, min_ess)
     per_particle = jnp.append(shares / jnp.maximum(counts, 1.0), 0.0)[segment]
     index = systematic_resample(key_resample, jnp.log(per_particle), n)

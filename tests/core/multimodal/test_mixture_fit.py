@@ -109,6 +109,8 @@ def test_label_sums_and_maxima_are_segment_sums_and_maxima():
         sums, jax.ops.segment_sum(x, inside, 6)[:5], rtol=1e-5, atol=1e-5
     )
     assert counts[3] == 0 and np.all(sums[3] == 0)
+    _, column = gm.label_sums(x[:, 0], labels, 5)  # entries of a vector
+    np.testing.assert_allclose(column, sums[:, 0], rtol=1e-6, atol=1e-6)
     for values in (x[:, 0], jnp.arange(500)):
         maxima = gm.label_max(values, labels, 5)
         expected = jax.ops.segment_max(values, inside, 6)[:5]

@@ -130,3 +130,20 @@ def test_proposal_weights_and_mode_gaussians(three_found):
         pieces = weights[:k][mode_of == m]
         mean = pieces @ np.asarray(q.means[:k][mode_of == m]) / pieces.sum()
         assert np.allclose(q.means[k + m], mean, atol=1e-4)
+
+
+def test_segment_logsumexp_is_the_log_of_each_segments_sum():
+    # Segment 2 holds only -inf (log 0), segment 3 nothing: both -inf; the
+    # others the log of their sum, however large the values (shifted by the
+    # segment's maximum).
+    values = jnp.array([1000.0, 999.0, -jnp.inf, 2.0, -3.0, 0.5, -jnp.inf])
+    segment = jnp.array([0, 0, 2, 1, 1, 4, 2])
+    got = modes.segment_logsumexp(values, segment, 5)
+    expected = [
+        1000.0 + np.log1p(np.exp(-1.0)),
+        np.log(np.exp(2.0) + np.exp(-3.0)),
+        -np.inf,
+        -np.inf,
+        0.5,
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
