@@ -1,10 +1,10 @@
 """One population across processes: what is communicated, and how it scales.
 
     python benchmarks/distributed.py communication [--particles 512,2048,8192]
-        [--dims 4,32]
+        [--dims 4,32] [--hmc]
     python benchmarks/distributed.py scaling [--processes 1,2,4]
         [--particles-per-process 2048] [--dim 32] [--iterations 100]
-        [--repeats 5] [--pin]
+        [--repeats 5] [--pin] [--hmc]
     python benchmarks/distributed.py collectives [--processes 2] [--pin]
 
 ``communication``: in one process with 4 forced CPU devices (the programs are
@@ -41,7 +41,9 @@ particles per process (weak scaling), against one process in the same run. With
 ``--pin`` each process runs on one core of its own (``sched_setaffinity``,
 process ``i`` on core ``i mod cores``): weak scaling then measures what the
 processes cost each other, where unpinned processes also share the cores that
-one process's threads used alone.
+one process's threads used alone. With ``--hmc`` (both subcommands) the moves
+at l = 1 are HMC's, and a tuning iteration also adapts the trajectory length
+(ChEES and the length floor, their reductions).
 
 ``collectives``: P processes (the last of ``--processes``) of one CPU device
 each (with ``--pin`` one core each) time a compiled chain of 100 dependent
@@ -72,13 +74,13 @@ def _gaussian(dim):
     return jax.value_and_grad(lambda x: -0.5 * x @ precision @ x)
 
 
-def _population(num_particles, dim, num_warmup):
+def _population(num_particles, dim, num_warmup, hmc):
     import jax
 
     from numpyro_dilation import core
     from numpyro_dilation.core.sharding import particle_sharding, shard_particles
 
-    options = core.SamplerOptions()
+    options = core.SamplerOptions(hmc=hmc)
     centers = jax.random.uniform(
         jax.random.PRNGKey(0), (num_particles, dim), minval=-2, maxval=2
     )
@@ -129,7 +131,7 @@ def communication(args):
     print("|---|---|---|---|---|---|")
     for dim in args.dims:
         for n in args.particles:
-            state, fn, options = _population(n, dim, 500)
+            state, fn, options = _population(n, dim, 500, args.hmc)
             key = jax.random.PRNGKey(0)
             unimodal = options._replace(rebalance=False, jump_prob=0.0)
             for name, program, opts in (
@@ -183,7 +185,9 @@ def _worker(args):
     num_particles = args.particles_per_process * jax.process_count()
     if args.total:
         num_particles = args.total
-    state, fn, options = _population(num_particles, args.dim, 20 * args.iterations)
+    state, fn, options = _population(
+        num_particles, args.dim, 20 * args.iterations, args.hmc
+    )
 
     def loop(program):
         def run(state, key):
@@ -271,6 +275,7 @@ def scaling(args):
         command += ["--iterations", str(args.iterations), *extra]
         command += ["--repeats", str(args.repeats)]
         command += ["--pin"] if args.pin else []
+        command += ["--hmc"] if args.hmc else []
         return _launch(command, processes, timeout=1800)
 
     total = args.particles_per_process * max(args.processes)
@@ -324,6 +329,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--pin", action="store_true", help="each process on one core of its own"
+    )
+    parser.add_argument(
+        "--hmc", action="store_true", help="HMC moves from the end of the annealing"
     )
     args = parser.parse_args()
     if args.worker:

@@ -59,9 +59,10 @@ with Adam without momentum (``beta_2 = 0.95``), each update clipped to
 
 The trajectories use ``max(T, pi sqrt(lambda_max))``, ``lambda_max`` the
 largest eigenvalue of the population's covariance in whitened coordinates
-(power iteration): jittered by ``u ~ U(0, 1)``, their mean length is at least
-a quarter period ``(pi / 2) sqrt(lambda_max)`` of the slowest direction, which
-ChEES, dominated by the bulk of the directions, under-serves (the length floor
+(power iteration, one step per tuning iteration): jittered by ``u ~ U(0, 1)``,
+their mean length is at least a quarter period ``(pi / 2) sqrt(lambda_max)``
+of the slowest direction, which ChEES, dominated by the bulk of the
+directions, under-serves (the length floor
 of blackjax.adaptation.chees_adaptation; the floor is not fed back into
 ``log T``). HMC's step size follows the harmonic mean of the acceptance
 probabilities (``acceptance_statistics``), as ChEES does.
@@ -298,8 +299,9 @@ def low_rank_update(
 class TrajectoryState(NamedTuple):
     """``log_length`` (``log T``) is adapted; ``second_moment`` and ``updates``
     are Adam's; ``log_length_sum / count`` is the final window's mean;
-    ``floor`` is the length floor ``pi sqrt(lambda_max)`` and ``direction``
-    the power iteration's latest eigenvector (its next start)."""
+    ``floor`` is the length floor ``pi sqrt(lambda_max)``, ``direction``
+    the power iteration's latest eigenvector (its next start) and ``centre``
+    the whitened population's mean at that estimate (its next shift)."""
 
     log_length: Array
     second_moment: Array
@@ -308,6 +310,7 @@ class TrajectoryState(NamedTuple):
     count: Array
     floor: Array
     direction: Array
+    centre: Array
 
 
 def trajectory_init(
@@ -317,34 +320,45 @@ def trajectory_init(
     floor yet, and the power iteration's start ``(1, ..., 1) / sqrt(dim)``."""
     zero, count = jnp.zeros(()), jnp.zeros((), int)
     direction = jnp.full((dim,), 1.0 / max(dim, 1) ** 0.5, dtype)
+    log_length = jnp.log(jnp.asarray(length, float))
+    centre = jnp.zeros((dim,), dtype)
     return TrajectoryState(
-        jnp.log(jnp.asarray(length, float)), zero, count, zero, count, zero, direction
+        log_length, zero, count, zero, count, zero, direction, centre
     )
 
 
-def length_floor(
-    state: TrajectoryState, whitened: Array, num_iterations: int = 5
-) -> TrajectoryState:
+def length_floor(state: TrajectoryState, whitened: Array) -> TrajectoryState:
     """The floor ``pi sqrt(lambda_max)`` of the population ``whitened`` ``(n,
-    d)``: ``num_iterations`` power iterations ``v <- C v / |C v|`` on its
-    covariance ``C`` (as products with the centred positions, never forming
-    ``C``), started from the previous ``direction``; ``lambda_max = v . C v``."""
-    centred = whitened - jnp.mean(whitened, 0)
-    scale = 1.0 / max(whitened.shape[0] - 1, 1)
+    d)`` by one power iteration on its covariance ``C`` from the previous
+    ``direction`` ``v`` (unit), in one sum over the particles:
 
-    def times_cov(v):
-        return scale * ((centred @ v) @ centred)
+        C v = (sum_i p_i y_i - ybar sum_i p_i) / (n - 1),
+        y_i = x_i - c,  p_i = y_i . v,
 
-    def power(_, v):
-        w = times_cov(v)
-        return w / jnp.maximum(jnp.linalg.norm(w), 1e-30)
-
-    direction = jax.lax.fori_loop(0, num_iterations, power, state.direction)
-    lambda_max = jnp.dot(direction, times_cov(direction))
-    floor = jnp.pi * jnp.sqrt(jnp.maximum(lambda_max, 0.0))
+    ``ybar`` the mean of the ``y_i``; ``lambda_max ~ |C v|`` (from below,
+    exact once ``v`` is the top eigenvector) and the next ``v = C v / |C v|``.
+    Called at every tuning iteration, the iteration follows the population as
+    it moves, one step each. The shift ``c`` is the previous call's mean (the
+    population's own at the first call, one more sum), which keeps the sums
+    from cancelling. Over a population split over processes: one all-reduce
+    of ``2 d + 1`` values (several power steps per call would make one each).
+    """
+    n, d = whitened.shape
+    centre = jax.lax.cond(
+        state.floor > 0, lambda: state.centre, lambda: jnp.mean(whitened, 0)
+    )
+    y = whitened - centre
+    p = y @ state.direction
+    sums = jnp.sum(jnp.concatenate([y, p[:, None] * y, p[:, None]], axis=1), 0)
+    mean = sums[:d] / n
+    times_cov = (sums[d : 2 * d] - mean * sums[2 * d]) / max(n - 1, 1)
+    lambda_max = jnp.linalg.norm(times_cov)
     return state._replace(
-        floor=jnp.asarray(floor, state.floor.dtype),
-        direction=direction.astype(state.direction.dtype),
+        floor=jnp.asarray(jnp.pi * jnp.sqrt(lambda_max), state.floor.dtype),
+        direction=(times_cov / jnp.maximum(lambda_max, 1e-30)).astype(
+            state.direction.dtype
+        ),
+        centre=(centre + mean).astype(state.centre.dtype),
     )
 
 

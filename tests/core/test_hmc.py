@@ -168,18 +168,28 @@ def test_harmonic_mean_acceptance_leaves_divergent_particles_out():
 
 
 def test_length_floor_is_a_quarter_period_of_the_widest_direction():
-    # Whitened population N(0, diag(4, 1, 1, 1, 1)) rotated: lambda_max = 4,
-    # floor pi sqrt(4) = 2 pi. The top sample eigenvalue of n = 4096 draws has
-    # sd about 4 sqrt(2 / n) = 0.088; 5 of them (0.44) move the floor by at
-    # most pi (sqrt(4.44) - 2) = 0.34. Power iteration converges as (1/4)^k.
+    # Whitened population N(c, diag(4, 1, 1, 1, 1)) rotated, far from the
+    # origin (c = 1e4 in every coordinate: the sums must not cancel):
+    # lambda_max = 4, floor pi sqrt(4) = 2 pi. The top sample eigenvalue of
+    # n = 4096 draws has sd about 4 sqrt(2 / n) = 0.088; 5 of them (0.44)
+    # move the floor by at most pi (sqrt(4.44) - 2) = 0.34. One power step per
+    # call, each converging as 1/4: after 12 calls the direction is within
+    # 4^-12 of the top eigenvector; every floor is a lower bound on the last.
     key_x, key_q = jax.random.split(jax.random.PRNGKey(3))
     q, _ = jnp.linalg.qr(jax.random.normal(key_q, (5, 5)))
     x = jax.random.normal(key_x, (4096, 5)) * jnp.array([2.0, 1, 1, 1, 1]) @ q.T
+    x = x + 1e4
     state = adaptation.trajectory_init(1.0, 5)
     assert float(adaptation.trajectory_length(state)) == pytest.approx(1.0)
-    floored = adaptation.length_floor(state, x)
-    assert abs(float(floored.floor) - 2 * np.pi) < 0.34
+    floors = []
+    floored = state
+    for _ in range(12):
+        floored = adaptation.length_floor(floored, x)
+        floors.append(float(floored.floor))
+    assert abs(floors[-1] - 2 * np.pi) < 0.34
+    assert max(floors) <= floors[-1] * (1 + 1e-5)
     np.testing.assert_allclose(jnp.abs(floored.direction @ q[:, 0]), 1.0, atol=1e-3)
+    np.testing.assert_allclose(floored.centre, jnp.mean(x, 0), rtol=1e-6)
     assert float(adaptation.trajectory_length(floored)) == float(floored.floor)
     longer = floored._replace(log_length=jnp.log(10.0))
     assert float(adaptation.trajectory_length(longer)) == pytest.approx(10.0)
