@@ -385,14 +385,48 @@ BIMODAL_2D = targets.gaussian_mixture(
 )
 
 
-def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala():
+@pytest.fixture
+def warmup_programs(monkeypatch):
+    """What a run compiles for its warmup: the names of the programs XLA
+    compiled and, per traced ``sampler.step_from_keys``, ``(options.hmc,
+    phase)``. Both lists are the caller's to clear between runs."""
+    compiled, traced = [], []
+    step_from_keys = sampler.step_from_keys
+
+    def recording_step(keys, state, fn, options, *args, phase=None, **kwargs):
+        traced.append((options.hmc, phase))
+        return step_from_keys(keys, state, fn, options, *args, phase=phase, **kwargs)
+
+    def record(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name", ""))
+
+    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
+    jax.monitoring.register_event_duration_secs_listener(record)
+    yield compiled, traced
+    jax.monitoring.unregister_event_duration_listener(record)
+
+
+def _loops(compiled):
+    return sum("dilation_warmup" in name for name in compiled)
+
+
+def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala(
+    warmup_programs,
+):
     # step="auto", the default: where the fit that ends the annealing finds one
     # mode and the preconditioner is dense, the options of step="hmc" (same
     # compiled programs, the same draws); with a diagonal preconditioner those
     # of step="mala"; with two modes MALA moves and jumps after the annealing
-    # (one gradient per particle and iteration while sampling).
+    # (one gradient per particle and iteration while sampling). The annealing
+    # has a warmup loop of its own (HMC moves tune, so the tuning's loop is
+    # another), and the bimodal run, whose tuning is MALA's, compiles no HMC
+    # move: no step outside the annealing is traced with HMC options.
+    compiled, traced = warmup_programs
 
     def mcmc(target, **kwargs):
+        compiled.clear()
+        traced.clear()
         kernel = DilationKernel(
             potential_fn=lambda x: -target.logdensity_fn(x), **kwargs
         )
@@ -408,78 +442,52 @@ def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala():
     def steps(done):
         return np.asarray(done.get_extra_fields()["num_steps"])
 
-    auto, hmc = mcmc(UNIMODAL_2D), mcmc(UNIMODAL_2D, step="hmc")
+    def tuning_moves():
+        return {hmc for hmc, phase in traced if phase != sampler.ANNEAL}
+
+    auto = mcmc(UNIMODAL_2D)
+    assert _loops(compiled) == 2 and tuning_moves() == {True}
+    hmc = mcmc(UNIMODAL_2D, step="hmc")
     np.testing.assert_array_equal(auto.get_samples(), hmc.get_samples())
     assert np.all(steps(auto) >= 1) and np.mean(steps(auto)) > 1
     auto = mcmc(UNIMODAL_2D, dense_mass=False)
     mala = mcmc(UNIMODAL_2D, dense_mass=False, step="mala")
     np.testing.assert_array_equal(auto.get_samples(), mala.get_samples())
     two = mcmc(BIMODAL_2D)
+    assert _loops(compiled) == 2 and tuning_moves() == {False}
     assert int(two.last_state.sampler_state.modes.num_modes) == 2
     assert np.all(steps(two) == 1)
 
 
-@pytest.mark.parametrize("step, loops", [("mala", (1, 2)), ("auto", (2, 2))])
-def test_the_warmup_loops_follow_the_modes_and_the_moves(step, loops, monkeypatch):
+def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two(warmup_programs):
     # The warmup runs in segments around the fit that ends the annealing:
     # one mode found -> the tuning segment reuses the annealing's loop (no
     # jump, fit or rebalancing code compiled) and the run counts that one fit;
     # two modes -> a second loop with them, and every fit of the calendar.
-    # With step="auto" (d = 2, 256 particles: HMC moves from the end of the
-    # annealing where one mode is found) the annealing has a loop of its own,
-    # so the bimodal run (MALA and jumps from its first fit) compiles no HMC
-    # move.
-    compiled, traced = [], []
-    step_from_keys = sampler.step_from_keys
-
-    def recording_step(keys, state, fn, options, *args, phase=None, **kwargs):
-        traced.append((options.hmc, phase))
-        return step_from_keys(keys, state, fn, options, *args, phase=phase, **kwargs)
-
-    def record(event, seconds, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(kwargs.get("fun_name", ""))
-
-    def count(name):
-        return sum(name in fun for fun in compiled)
-
-    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
-    jax.monitoring.register_event_duration_secs_listener(record)
-    try:
-        fits, moves = [], []
-        for target in (UNIMODAL_2D, BIMODAL_2D):
-            compiled.clear()
-            traced.clear()
-            kernel = DilationKernel(  # the fits follow from the count
-                potential_fn=lambda x, t=target: -t.logdensity_fn(x), step=step
+    # (MALA moves: with HMC ones the annealing has a loop of its own, above.)
+    compiled, _ = warmup_programs
+    fits = []
+    for target in (UNIMODAL_2D, BIMODAL_2D):
+        compiled.clear()
+        kernel = DilationKernel(  # the fits follow from the count
+            potential_fn=lambda x, t=target: -t.logdensity_fn(x), step="mala"
+        )
+        mcmc = run(
+            kernel,
+            init_params=spread_init(2, 256),
+            num_warmup=200,
+            num_samples=10,
+            num_chains=256,
+        )
+        pop = mcmc.last_state.sampler_state
+        fits.append(
+            (
+                _loops(compiled),
+                int(pop.modes.num_modes),
+                (kernel.num_evaluations(200) - 256 * 200)
+                // modes.fit_evaluations(256, kernel._options.max_modes),
             )
-            mcmc = run(
-                kernel,
-                init_params=spread_init(2, 256),
-                num_warmup=200,
-                num_samples=10,
-                num_chains=256,
-            )
-            pop = mcmc.last_state.sampler_state
-            fits.append(
-                (
-                    count("dilation_warmup"),
-                    int(pop.modes.num_modes),
-                    (
-                        kernel.num_evaluations(200, mcmc.last_state)
-                        - 256 * round(float(pop.num_gradients))
-                    )
-                    // modes.fit_evaluations(256, kernel._options.max_modes),
-                )
-            )
-            moves.append({hmc for hmc, phase in traced if phase != sampler.ANNEAL})
-    finally:
-        jax.monitoring.unregister_event_duration_listener(record)
-    assert fits[0] == (loops[0], 1, 1)
-    assert fits[1] == (
-        loops[1],
-        2,
-        len(calendar.mode_fit_iterations(kernel._calendar)),
-    )
+        )
+    assert fits[0] == (1, 1, 1)
+    assert fits[1] == (2, 2, len(calendar.mode_fit_iterations(kernel._calendar)))
     assert fits[1][2] > 1
-    assert moves == ([{True}, {False}] if step == "auto" else [{False}, {False}])
