@@ -43,6 +43,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from numpyro_dilation import compile_cache  # noqa: E402
+from numpyro_dilation.core import sampler  # noqa: E402
 
 # JAX's persistent compilation cache in a folder of this session's own: a
 # program that several tests build (same model, shapes and options) compiles
@@ -114,3 +115,25 @@ def pytest_collection_modifyitems(config, items):
             ),
             stacklevel=1,
         )
+
+
+@pytest.fixture
+def warmup_programs(monkeypatch):
+    """What a run compiles for its warmup: the names of the programs XLA
+    compiled and, per traced ``sampler.step_from_keys``, ``(options.hmc,
+    phase)``. Both lists are the caller's to clear between runs."""
+    compiled, traced = [], []
+    step_from_keys = sampler.step_from_keys
+
+    def recording_step(keys, state, fn, options, *args, phase=None, **kwargs):
+        traced.append((options.hmc, phase))
+        return step_from_keys(keys, state, fn, options, *args, phase=phase, **kwargs)
+
+    def record(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiled.append(kwargs.get("fun_name", ""))
+
+    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
+    jax.monitoring.register_event_duration_secs_listener(record)
+    yield compiled, traced
+    jax.monitoring.unregister_event_duration_listener(record)

@@ -385,28 +385,6 @@ BIMODAL_2D = targets.gaussian_mixture(
 )
 
 
-@pytest.fixture
-def warmup_programs(monkeypatch):
-    """What a run compiles for its warmup: the names of the programs XLA
-    compiled and, per traced ``sampler.step_from_keys``, ``(options.hmc,
-    phase)``. Both lists are the caller's to clear between runs."""
-    compiled, traced = [], []
-    step_from_keys = sampler.step_from_keys
-
-    def recording_step(keys, state, fn, options, *args, phase=None, **kwargs):
-        traced.append((options.hmc, phase))
-        return step_from_keys(keys, state, fn, options, *args, phase=phase, **kwargs)
-
-    def record(event, seconds, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            compiled.append(kwargs.get("fun_name", ""))
-
-    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
-    jax.monitoring.register_event_duration_secs_listener(record)
-    yield compiled, traced
-    jax.monitoring.unregister_event_duration_listener(record)
-
-
 def _loops(compiled):
     return sum("dilation_warmup" in name for name in compiled)
 

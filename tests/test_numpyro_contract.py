@@ -11,7 +11,6 @@ import pytest
 from numpyro.infer import MCMC
 
 from numpyro_dilation import DilationKernel, DilationWarning
-from numpyro_dilation.core import sampler
 
 
 def normal_mean_model(y):
@@ -249,7 +248,7 @@ def test_run_under_jit_matches_the_eager_run():
     np.testing.assert_allclose(jitted, eager, atol=1e-3)
 
 
-def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted(monkeypatch):
+def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted(warmup_programs):
     # step="auto" reads on the host how many modes the fit that ends the
     # annealing found; under a JAX transformation of the run (jax.jit; here
     # jax.eval_shape, which traces it the same way without compiling it) it
@@ -257,14 +256,11 @@ def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted(monkeypatch):
     # the sampling move are MALA's. Run eagerly, this model (one mode, d = 1,
     # 64 particles: a dense preconditioner) moves with HMC from the end of
     # the annealing.
-    warmup_moves = []  # options.hmc of every warmup step traced
-    step = sampler.step_from_keys
+    _, traced = warmup_programs  # (options.hmc, phase) of every step traced
 
-    def recording_step(keys, state, fn, options, *args, **kwargs):
-        warmup_moves.append(options.hmc)
-        return step(keys, state, fn, options, *args, **kwargs)
+    def warmup_moves():
+        return [hmc for hmc, _ in traced]
 
-    monkeypatch.setattr(sampler, "step_from_keys", recording_step)
     y = jnp.array([1.0, 2.0, 0.5, 1.5])
     kernel = DilationKernel(normal_mean_model)
 
@@ -274,11 +270,11 @@ def test_auto_step_under_jit_moves_with_mala_when_modes_are_fitted(monkeypatch):
         return mcmc.get_samples()["mu"]
 
     jax.eval_shape(run, jax.random.PRNGKey(0), y)
-    assert warmup_moves and not any(warmup_moves)
+    assert warmup_moves() and not any(warmup_moves())
     assert not kernel._sampling_options.hmc
-    warmup_moves.clear()
+    traced.clear()
     run(jax.random.PRNGKey(0), y)
-    assert any(warmup_moves) and kernel._sampling_options.hmc
+    assert any(warmup_moves()) and kernel._sampling_options.hmc
 
 
 def test_init_under_vmap_matches_init():
