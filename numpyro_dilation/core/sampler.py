@@ -417,18 +417,27 @@ def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
     precond = make_preconditioner(before.inv_mass, before.low_rank)
     whiten = jax.vmap(precond.whiten)
     start = whiten(before.particles.position)
+    end, velocity = whiten(info.proposal), whiten(info.velocity)
+    # The floor's sums and ChEES's weighted endpoint sums in one reduction.
+    floored, end_sums = adaptation.length_floor(
+        before.trajectory,
+        start,
+        adaptation.chees_terms(end, velocity, info.acceptance_rate),
+    )
     u = hmc.jitter(before.iteration)
     gradient = adaptation.chees_gradient(
         start,
-        whiten(info.proposal),
-        whiten(info.velocity),
+        end,
+        velocity,
         info.acceptance_rate,
         u * adaptation.trajectory_length(before.trajectory),
+        floored.centre,
+        end_sums,
     )
     t, run_calendar = before.iteration, before.calendar
     step_size = jnp.exp(before.step_size.log_step_size)
     updated = adaptation.trajectory_update(
-        adaptation.length_floor(before.trajectory, start),
+        floored,
         gradient,
         options.trajectory_learning_rate,
         calendar.in_step_size_window(run_calendar, t),
