@@ -43,7 +43,9 @@ process ``i`` on core ``i mod cores``): weak scaling then measures what the
 processes cost each other, where unpinned processes also share the cores that
 one process's threads used alone. With ``--hmc`` (both subcommands) the moves
 at l = 1 are HMC's, and a tuning iteration also adapts the trajectory length
-(ChEES and the length floor, their reductions).
+(ChEES and the length floor, their reductions); the annealing and tuning
+windows then run in loops compiled for their phase (``sampler.step_from_keys``'s
+``phase``), as the kernel compiles them where the tuning moves with HMC.
 
 ``collectives``: P processes (the last of ``--processes``) of one CPU device
 each (with ``--pin`` one core each) time a compiled chain of 100 dependent
@@ -189,12 +191,12 @@ def _worker(args):
         num_particles, args.dim, 20 * args.iterations, args.hmc
     )
 
-    def loop(program):
+    def loop(program, **phase):
         def run(state, key):
             def body(_, carry):
                 state, key = carry
                 key, step_keys = sampler.iteration_keys(key)
-                return program(step_keys, state, fn, options)[0], key
+                return program(step_keys, state, fn, options, **phase)[0], key
 
             return jax.lax.fori_loop(0, args.iterations, body, (state, key))
 
@@ -210,15 +212,23 @@ def _worker(args):
 
     key = jax.random.PRNGKey(0)
     warmup, sampling = loop(sampler.step_from_keys), loop(sampler.sample_step)
+    # Each timed window in the loop the kernel compiles for it: with HMC moves
+    # one per phase (DilationKernel._warm_up), with MALA one for both.
+    anneal, tune = warmup, warmup
+    if args.hmc:
+        anneal = loop(sampler.step_from_keys, phase=sampler.ANNEAL)
+        tune = loop(sampler.step_from_keys, phase=sampler.TUNE)
     for _ in range(2):  # compiles, then runs every collective once
         state, key = jax.block_until_ready(warmup(state, key))
-    rates = [median_rate(warmup, state, key)]  # annealing, 2-3 x iterations in
+    jax.block_until_ready(anneal(state, key))
+    rates = [median_rate(anneal, state, key)]  # annealing, 2-3 x iterations in
     # On to 2 x iterations past the annealing (a host-side count: the state's
     # arrays span every process and cannot be read by one).
     num_anneal = core.build_calendar(20 * args.iterations, options).num_anneal
     for _ in range(int(num_anneal) // args.iterations):
         state, key = jax.block_until_ready(warmup(state, key))
-    rates.append(median_rate(warmup, state, key))  # tuning, with a mode fit
+    jax.block_until_ready(tune(state, key))
+    rates.append(median_rate(tune, state, key))  # tuning, with a mode fit
     for _ in range(2):
         state, key = jax.block_until_ready(sampling(state, key))
     rates.append(median_rate(sampling, state, key))

@@ -90,6 +90,7 @@ __all__ = [
     "low_rank_update",
     "TrajectoryState",
     "trajectory_init",
+    "chees_terms",
     "chees_gradient",
     "trajectory_update",
     "length_floor",
@@ -327,7 +328,9 @@ def trajectory_init(
     )
 
 
-def length_floor(state: TrajectoryState, whitened: Array) -> TrajectoryState:
+def length_floor(
+    state: TrajectoryState, whitened: Array, extra: Array | None = None
+) -> TrajectoryState | tuple[TrajectoryState, Array]:
     """The floor ``pi sqrt(lambda_max)`` of the population ``whitened`` ``(n,
     d)`` by one power iteration on its covariance ``C`` from the previous
     ``direction`` ``v`` (unit), in one sum over the particles:
@@ -340,8 +343,10 @@ def length_floor(state: TrajectoryState, whitened: Array) -> TrajectoryState:
     Called at every tuning iteration, the iteration follows the population as
     it moves, one step each. The shift ``c`` is the previous call's mean (the
     population's own at the first call, one more sum), which keeps the sums
-    from cancelling. Over a population split over processes: one all-reduce
-    of ``2 d + 1`` values (several power steps per call would make one each).
+    from cancelling; the new ``centre`` is the population's mean. Over a
+    population split over processes: one all-reduce of ``2 d + 1`` values
+    (several power steps per call would make one each). With ``extra`` ``(n,
+    k)``, its column sums too, from the same reduction, as a second value.
     """
     n, d = whitened.shape
     centre = jax.lax.cond(
@@ -349,22 +354,47 @@ def length_floor(state: TrajectoryState, whitened: Array) -> TrajectoryState:
     )
     y = whitened - centre
     p = y @ state.direction
-    sums = jnp.sum(jnp.concatenate([y, p[:, None] * y, p[:, None]], axis=1), 0)
+    columns = [y, p[:, None] * y, p[:, None]]
+    if extra is not None:
+        columns.append(extra.astype(y.dtype))
+    sums = jnp.sum(jnp.concatenate(columns, axis=1), 0)
     mean = sums[:d] / n
     times_cov = (sums[d : 2 * d] - mean * sums[2 * d]) / max(n - 1, 1)
     lambda_max = jnp.linalg.norm(times_cov)
-    return state._replace(
+    floored = state._replace(
         floor=jnp.asarray(jnp.pi * jnp.sqrt(lambda_max), state.floor.dtype),
         direction=(times_cov / jnp.maximum(lambda_max, 1e-30)).astype(
             state.direction.dtype
         ),
         centre=(centre + mean).astype(state.centre.dtype),
     )
+    return floored if extra is None else (floored, sums[2 * d + 1 :])
 
 
 def trajectory_length(state: TrajectoryState) -> Array:
     """The length the trajectories use: ``max(T, floor)``."""
     return jnp.maximum(jnp.exp(state.log_length), state.floor)
+
+
+def _chees_kept(end: Array, velocity: Array, weight: Array) -> tuple[Array, ...]:
+    """``weight`` 0, ``end`` and ``velocity`` 0 where a trajectory diverged or
+    ended non-finite (weight 0 or a non-finite endpoint or velocity)."""
+    ok = (weight > 0) & jnp.all(jnp.isfinite(end) & jnp.isfinite(velocity), -1)
+    return (
+        jnp.where(ok, weight, 0.0),
+        jnp.where(ok[:, None], end, 0.0),
+        jnp.where(ok[:, None], velocity, 0.0),
+    )
+
+
+def chees_terms(end: Array, velocity: Array, weight: Array) -> Array:
+    """Per-particle columns ``(n, d + 1)``, ``[w_i x'_i, w_i]``, whose sums over
+    the population give the acceptance-weighted mean endpoint ``m'`` of
+    :func:`chees_gradient` (``w_i`` 0 for a divergent or non-finite
+    trajectory). Summed in the length floor's reduction (``length_floor(...,
+    extra=)``), they cost a split population no all-reduce of their own."""
+    w, end, _ = _chees_kept(end, velocity, weight)
+    return jnp.concatenate([w[:, None] * end, w[:, None]], axis=1)
 
 
 def chees_gradient(
@@ -373,18 +403,20 @@ def chees_gradient(
     velocity: Array,
     weight: Array,
     jittered_length: Array,
+    start_mean: Array,
+    end_sums: Array,
 ) -> Array:
     """The acceptance-weighted mean of ``g_i`` above over a population of
     whitened ``start`` and ``end`` positions ``(n, d)`` and end ``velocity``
     (whitened alike); ``weight`` is each acceptance probability, 0 for a
-    divergent or non-finite trajectory."""
-    ok = (weight > 0) & jnp.all(jnp.isfinite(end) & jnp.isfinite(velocity), -1)
-    w = jnp.where(ok, weight, 0.0)
-    end = jnp.where(ok[:, None], end, 0.0)
-    velocity = jnp.where(ok[:, None], velocity, 0.0)
-    total = jnp.maximum(jnp.sum(w), 1e-20)
-    end_centred = end - jnp.sum(w[:, None] * end, 0) / total
-    start_centred = start - jnp.mean(start, 0)
+    divergent or non-finite trajectory. ``start_mean`` is the population mean
+    ``m`` of ``start`` (the length floor's new ``centre``), ``end_sums`` the
+    column sums of :func:`chees_terms` (``end``, ``velocity``, ``weight``):
+    what is left is one sum over the particles, a scalar."""
+    w, end, velocity = _chees_kept(end, velocity, weight)
+    total = jnp.maximum(end_sums[-1], 1e-20)
+    end_centred = end - end_sums[:-1] / total
+    start_centred = start - start_mean
     g = (
         jittered_length
         * (jnp.sum(end_centred**2, -1) - jnp.sum(start_centred**2, -1))

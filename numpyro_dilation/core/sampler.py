@@ -417,18 +417,27 @@ def _tune_trajectory(before: SamplerState, after: SamplerState, info, options):
     precond = make_preconditioner(before.inv_mass, before.low_rank)
     whiten = jax.vmap(precond.whiten)
     start = whiten(before.particles.position)
+    end, velocity = whiten(info.proposal), whiten(info.velocity)
+    # The floor's sums and ChEES's weighted endpoint sums in one reduction.
+    floored, end_sums = adaptation.length_floor(
+        before.trajectory,
+        start,
+        adaptation.chees_terms(end, velocity, info.acceptance_rate),
+    )
     u = hmc.jitter(before.iteration)
     gradient = adaptation.chees_gradient(
         start,
-        whiten(info.proposal),
-        whiten(info.velocity),
+        end,
+        velocity,
         info.acceptance_rate,
         u * adaptation.trajectory_length(before.trajectory),
+        floored.centre,
+        end_sums,
     )
     t, run_calendar = before.iteration, before.calendar
     step_size = jnp.exp(before.step_size.log_step_size)
     updated = adaptation.trajectory_update(
-        adaptation.length_floor(before.trajectory, start),
+        floored,
         gradient,
         options.trajectory_learning_rate,
         calendar.in_step_size_window(run_calendar, t),
@@ -561,11 +570,15 @@ def _adapt(
     run_calendar = state.calendar
     in_warmup = t < run_calendar.num_warmup
     particles = state.particles
+    # The harmonic mean and the local steps' ratio serve the moves at l = 1
+    # only: an annealing step leaves them out (its one reduction a scalar).
+    harmonic = options.hmc and phase != ANNEAL
+    local = options.local_step_size and phase != ANNEAL
     terms = adaptation.acceptance_terms(
         particles.accept_prob,
         particles.diverging,
-        particles.log_step_ratio if options.local_step_size else None,
-        harmonic=options.hmc,
+        particles.log_step_ratio if local else None,
+        harmonic=harmonic,
     )
     if not options.adapt_step_size:
         terms = terms[:, :0]  # a fixed step needs no acceptance sums
@@ -573,14 +586,11 @@ def _adapt(
     step_size = state.step_size
     if options.adapt_step_size:
         window = calendar.in_step_size_window(run_calendar, t)
-        acceptance, harmonic, log_step_ratio = adaptation.acceptance_statistics(
-            sums,
-            particles.accept_prob.shape[0],
-            harmonic=options.hmc,
-            local=options.local_step_size,
+        acceptance, harmonic_mean, log_step_ratio = adaptation.acceptance_statistics(
+            sums, particles.accept_prob.shape[0], harmonic=harmonic, local=local
         )
-        if options.hmc:
-            acceptance = jnp.where(at_target, harmonic, acceptance)
+        if harmonic:
+            acceptance = jnp.where(at_target, harmonic_mean, acceptance)
         updated = adaptation.step_size_update(
             step_size,
             acceptance,
@@ -588,13 +598,13 @@ def _adapt(
             options.adaptation_gain,
             window,
         )
-        if options.local_step_size:
+        if local:
             # With local steps the acceptance is the selection's business: the
             # shared step follows the population's typical selected step.
-            local = adaptation.step_size_update(
+            selected = adaptation.step_size_update(
                 step_size, log_step_ratio, 0.0, LOCAL_STEP_GAIN, window
             )
-            updated = _tree_where(at_target, local, updated)
+            updated = _tree_where(at_target, selected, updated)
         updated = _tree_where(in_warmup & moved, updated, step_size)
         frozen = updated._replace(
             log_step_size=jnp.log(adaptation.final_step_size(updated))

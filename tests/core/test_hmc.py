@@ -118,8 +118,34 @@ def test_chees_gradient_points_to_a_quarter_period(length, sign):
     v = jax.random.normal(key_v, (4096, 5))
     end = x * jnp.cos(length) + v * jnp.sin(length)
     velocity = -x * jnp.sin(length) + v * jnp.cos(length)
-    gradient = adaptation.chees_gradient(x, end, velocity, jnp.ones(4096), length)
+    weight = jnp.ones(4096)
+    end_sums = jnp.sum(adaptation.chees_terms(end, velocity, weight), 0)
+    gradient = adaptation.chees_gradient(
+        x, end, velocity, weight, length, jnp.mean(x, 0), end_sums
+    )
     assert sign * float(gradient) > 0
+    # A divergent trajectory (weight 0, non-finite end) counts for nothing:
+    # neither in the weighted endpoint sums nor in the mean of g_i.
+    bad = jnp.full((1, 5), jnp.nan)
+    end_sums_bad = jnp.sum(
+        adaptation.chees_terms(
+            jnp.concatenate([end, bad]),
+            jnp.concatenate([velocity, bad]),
+            jnp.append(weight, 0.0),
+        ),
+        0,
+    )
+    np.testing.assert_allclose(end_sums_bad, end_sums, rtol=1e-6)
+    with_divergent = adaptation.chees_gradient(
+        jnp.concatenate([x, jnp.zeros((1, 5))]),
+        jnp.concatenate([end, bad]),
+        jnp.concatenate([velocity, bad]),
+        jnp.append(weight, 0.0),
+        length,
+        jnp.mean(x, 0),
+        end_sums_bad,
+    )
+    np.testing.assert_allclose(with_divergent, gradient, rtol=1e-5)
 
 
 def test_trajectory_update_ascends_and_averages_the_final_window():
@@ -191,5 +217,11 @@ def test_length_floor_is_a_quarter_period_of_the_widest_direction():
     np.testing.assert_allclose(jnp.abs(floored.direction @ q[:, 0]), 1.0, atol=1e-3)
     np.testing.assert_allclose(floored.centre, jnp.mean(x, 0), rtol=1e-6)
     assert float(adaptation.trajectory_length(floored)) == float(floored.floor)
+    # Other columns summed in the same reduction leave the floor as it is.
+    extra = jnp.stack([jnp.ones(4096), x[:, 0]], axis=1)
+    with_extra, extra_sums = adaptation.length_floor(floored, x, extra)
+    again = adaptation.length_floor(floored, x)
+    np.testing.assert_allclose(with_extra.floor, again.floor, rtol=1e-6)
+    np.testing.assert_allclose(extra_sums, jnp.sum(extra, 0), rtol=1e-6)
     longer = floored._replace(log_length=jnp.log(10.0))
     assert float(adaptation.trajectory_length(longer)) == pytest.approx(10.0)

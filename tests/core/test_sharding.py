@@ -157,6 +157,33 @@ for hmc in (False, True):
     out["sampling_collectives"][str(hmc)] = re.findall(
         r"= (\S+) (all-reduce|all-gather|all-to-all|collective-permute)", text
     )
+
+
+# The collectives of a compiled program's entry computation (not those of its
+# conditional branches, which run at some iterations only), each operand's
+# shape without its layout.
+def every_iteration(text):
+    entry = text[text.index("\nENTRY ") :]
+    entry = entry[: entry.index("\n}")]
+    operands = re.findall(
+        r"= (\([^=]*?\)|\S+) (?:all-reduce|all-gather|all-to-all|"
+        r"collective-permute)\(",
+        entry,
+    )
+    return sorted(s for o in operands for s in re.findall(r"\w+\[[\d,]*\]", o))
+
+
+# One HMC iteration per phase (unimodal: no mode fits, jumps, rebalancing).
+hmc_options = sampler.unimodal(core.SamplerOptions()._replace(hmc=True))
+out["hmc_collectives"] = {}
+for phase in (sampler.ANNEAL, sampler.TUNE):
+    step = jax.jit(
+        lambda k, s, phase=phase: sampler.step_from_keys(
+            k, s, fn, hmc_options, phase=phase
+        )[0]
+    )
+    text = step.lower(keys, placed).compile().as_text()
+    out["hmc_collectives"][phase] = every_iteration(text)
 print("RESULT " + json.dumps(out))
 """
 
@@ -240,3 +267,16 @@ def test_a_sampling_iteration_communicates_nothing(four_devices):
     # Its random draws too: the noise and accept uniforms are drawn row by row
     # (core.draws.normal_and_uniform), so each device draws its own particles'.
     assert four_devices["sampling_collectives"] == {"False": [], "True": []}
+
+
+def test_an_hmc_iteration_reduces_one_array_per_dependent_sum(four_devices):
+    # XLA's CPU runtime reduces each operand of an all-reduce in a collective
+    # call of its own (each paying the latency between processes), so sums
+    # that can go together are one array. Every iteration (d = 3, float64,
+    # diagonal): annealing, the mean acceptance alone (HMC's harmonic mean is
+    # the tuning's); tuning, the moments with the acceptance's 3 columns (2 d
+    # + 3), the length floor's sums with ChEES's weighted endpoints (2 d + 1 +
+    # d + 1), then ChEES's mean gradient (a scalar).
+    collectives = four_devices["hmc_collectives"]
+    assert collectives["anneal"] == ["f64[1]"]
+    assert collectives["tune"] == ["f64[11]", "f64[9]", "f64[]"]
