@@ -34,8 +34,8 @@ state (the same iterations), and the median time counts. Three windows:
 annealing (iterations 2-3 x ``--iterations``: MALA moves along the path, one
 reduction each, the mean acceptance), tuning (2-3 x ``--iterations`` past the
 annealing: moves at l = 1 with the preconditioner's, the step size's and the
-stragglers' reductions, and one mode fit, as a 500-iteration warmup's tuning
-has one per 62 iterations) and sampling (no collective). Printed: iterations
+stragglers' reductions, and, with MALA, one mode fit, as a 500-iteration
+warmup's tuning has one per 62 iterations) and sampling (no collective). Printed: iterations
 per second, for the same total particles (strong scaling) and for the same
 particles per process (weak scaling), against one process in the same run. With
 ``--pin`` each process runs on one core of its own (``sched_setaffinity``,
@@ -45,7 +45,9 @@ one process's threads used alone. With ``--hmc`` (both subcommands) the moves
 at l = 1 are HMC's, and a tuning iteration also adapts the trajectory length
 (ChEES and the length floor, their reductions); the annealing and tuning
 windows then run in loops compiled for their phase (``sampler.step_from_keys``'s
-``phase``), as the kernel compiles them where the tuning moves with HMC.
+``phase``) with one mode's options (no mode fit, jump or rebalancing), as the
+kernel compiles them where the fit that ends the annealing finds one mode and
+the tuning moves with HMC (the default ``step="auto"``).
 
 ``collectives``: P processes (the last of ``--processes``) of one CPU device
 each (with ``--pin`` one core each) time a compiled chain of 100 dependent
@@ -191,12 +193,12 @@ def _worker(args):
         num_particles, args.dim, 20 * args.iterations, args.hmc
     )
 
-    def loop(program, **phase):
+    def loop(program, opts=options, **phase):
         def run(state, key):
             def body(_, carry):
                 state, key = carry
                 key, step_keys = sampler.iteration_keys(key)
-                return program(step_keys, state, fn, options, **phase)[0], key
+                return program(step_keys, state, fn, opts, **phase)[0], key
 
             return jax.lax.fori_loop(0, args.iterations, body, (state, key))
 
@@ -213,11 +215,13 @@ def _worker(args):
     key = jax.random.PRNGKey(0)
     warmup, sampling = loop(sampler.step_from_keys), loop(sampler.sample_step)
     # Each timed window in the loop the kernel compiles for it: with HMC moves
-    # one per phase (DilationKernel._warm_up), with MALA one for both.
+    # (step="auto" on one mode) one per phase, with one mode's options
+    # (DilationKernel._warm_up); with MALA one for both.
     anneal, tune = warmup, warmup
     if args.hmc:
-        anneal = loop(sampler.step_from_keys, phase=sampler.ANNEAL)
-        tune = loop(sampler.step_from_keys, phase=sampler.TUNE)
+        one_mode = sampler.unimodal(options)
+        anneal = loop(sampler.step_from_keys, one_mode, phase=sampler.ANNEAL)
+        tune = loop(sampler.step_from_keys, one_mode, phase=sampler.TUNE)
     for _ in range(2):  # compiles, then runs every collective once
         state, key = jax.block_until_ready(warmup(state, key))
     jax.block_until_ready(anneal(state, key))
@@ -228,7 +232,7 @@ def _worker(args):
     for _ in range(int(num_anneal) // args.iterations):
         state, key = jax.block_until_ready(warmup(state, key))
     jax.block_until_ready(tune(state, key))
-    rates.append(median_rate(tune, state, key))  # tuning, with a mode fit
+    rates.append(median_rate(tune, state, key))  # tuning (MALA: with a mode fit)
     for _ in range(2):
         state, key = jax.block_until_ready(sampling(state, key))
     rates.append(median_rate(sampling, state, key))
