@@ -35,19 +35,20 @@ annealing (iterations 2-3 x ``--iterations``: MALA moves along the path, one
 reduction each, the mean acceptance), tuning (2-3 x ``--iterations`` past the
 annealing: moves at l = 1 with the preconditioner's, the step size's and the
 stragglers' reductions, and, with MALA, one mode fit, as a 500-iteration
-warmup's tuning has one per 62 iterations) and sampling (no collective). Printed: iterations
-per second, for the same total particles (strong scaling) and for the same
-particles per process (weak scaling), against one process in the same run. With
-``--pin`` each process runs on one core of its own (``sched_setaffinity``,
-process ``i`` on core ``i mod cores``): weak scaling then measures what the
-processes cost each other, where unpinned processes also share the cores that
-one process's threads used alone. With ``--hmc`` (both subcommands) the moves
-at l = 1 are HMC's, and a tuning iteration also adapts the trajectory length
-(ChEES and the length floor, their reductions); the annealing and tuning
-windows then run in loops compiled for their phase (``sampler.step_from_keys``'s
-``phase``) with one mode's options (no mode fit, jump or rebalancing), as the
-kernel compiles them where the fit that ends the annealing finds one mode and
-the tuning moves with HMC (the default ``step="auto"``).
+warmup's tuning has one per 62 iterations) and sampling (no collective).
+Printed: iterations per second, for the same total particles (strong scaling)
+and for the same particles per process (weak scaling), against one process in
+the same run. With ``--pin`` each process runs on one core of its own
+(``sched_setaffinity``, process ``i`` on core ``i mod cores``): weak scaling
+then measures what the processes cost each other, where unpinned processes also
+share the cores that one process's threads used alone. With ``--hmc`` (both
+subcommands) the moves at l = 1 are HMC's, and a tuning iteration also adapts
+the trajectory length (ChEES and the length floor, their reductions); the
+annealing and tuning windows then run in loops compiled for their phase
+(``sampler.step_from_keys``'s ``phase``) with one mode's options (no mode fit,
+jump or rebalancing), as the kernel compiles them where the fit that ends the
+annealing finds one mode and the tuning moves with HMC (the default
+``step="auto"``).
 
 ``collectives``: P processes (the last of ``--processes``) of one CPU device
 each (with ``--pin`` one core each) time a compiled chain of 100 dependent
