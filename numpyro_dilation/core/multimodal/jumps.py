@@ -149,13 +149,12 @@ def step(
     of particles (``map_particles``), so memory stays ``O(chunk * K * d)``.
     """
     n, d = state.position.shape
-    dtype = state.position.dtype
-    key_u, key_z, key_acc = jax.random.split(key, 3)
-    u = draws.uniform(key_u, (n, 3), dtype)
-    z = draws.normal(key_z, (n, d), dtype)
+    # Each particle's proposal numbers (3 uniforms, d normals) and its accept
+    # uniform from one draw: one threefry hash in the compiled program.
+    z, u = draws.normal_and_uniform(key, (n, d), state.position.dtype, (4,))
     new, one, j = jax.vmap(
         lambda x, u, z: propose(mixture, marginals, x, u, z, coordinate_prob)
-    )(state.position, u, z)
+    )(state.position, u[:, :3], z)
     # Materialise the draws: fused into the mixture densities below, XLA would
     # recompute them once per component.
     new, one, j = jax.lax.optimization_barrier((new, one, j))
@@ -169,6 +168,6 @@ def step(
     )
     proposal = jax.vmap(lambda x: langevin.init(x, logdensity_and_grad_fn))(new)
     log_ratio = proposal.logdensity - state.logdensity + log_q_ratio
-    log_uniform = jnp.log(jax.random.uniform(key_acc, (n,), dtype))
+    log_uniform = jnp.log(u[:, 3])
     state, info = jax.vmap(langevin.metropolis)(log_uniform, state, proposal, log_ratio)
     return state, JumpInfo(*info, one)

@@ -80,13 +80,11 @@ def transform(mixture: GaussianMixture, u: Array, z: Array) -> Array:
 def sample(key: Array, mixture: GaussianMixture, num: int) -> Array:
     """``num`` draws: ``k ~ a``, then ``x = mu_k + s_k * z`` with ``z ~ N(0, I)``.
 
-    The uniforms and the noise of all draws come from one call each
-    (``core.draws``), not from one key per draw.
+    The uniforms and the noise of all draws come from one call
+    (``core.draws.normal_and_uniform``), not from one key per draw.
     """
-    key_u, key_z = jax.random.split(key)
-    dtype = mixture.means.dtype
-    z = draws.normal(key_z, (num, mixture.means.shape[1]), dtype)
-    u = jax.random.uniform(key_u, (num,), dtype)
+    shape = (num, mixture.means.shape[1])
+    z, u = draws.normal_and_uniform(key, shape, mixture.means.dtype)
     return jax.vmap(lambda ui, zi: transform(mixture, ui, zi))(u, z)
 
 
