@@ -128,21 +128,20 @@ def test_dense_mass_default_follows_the_step_the_adaptation_and_the_low_rank(
     # (core.preconditioner.dense_by_default, whose thresholds
     # tests/core/test_properties.py checks: 64 particles support a dense
     # preconditioner at d = 12 where HMC moves may run, step="auto" or "hmc",
-    # and not with MALA's).
+    # and not with MALA's). The decision is made before the warmup, so the
+    # state after it is traced, not compiled (jax.eval_shape: its shapes
+    # through every warmup program, without XLA).
     num_chains = 64
-    mcmc = run(
-        DilationKernel(
-            potential_fn=gaussian_potential(jnp.zeros(dim), jnp.eye(dim)),
-            adapt_mass_matrix=adapt,
-            step=step,
-            low_rank_mass=low_rank,
-        ),
-        init_params=spread_init(dim, num_chains),
-        num_warmup=100,
-        num_samples=2,
-        num_chains=num_chains,
+    kernel = DilationKernel(
+        potential_fn=gaussian_potential(jnp.zeros(dim), jnp.eye(dim)),
+        adapt_mass_matrix=adapt,
+        step=step,
+        low_rank_mass=low_rank,
     )
-    inv_mass = mcmc.last_state.sampler_state.inv_mass
+    init_params = spread_init(dim, num_chains)
+    keys = jax.random.split(jax.random.PRNGKey(0), num_chains)
+    state = jax.eval_shape(lambda k: kernel.init(k, 100, init_params, (), {}), keys)
+    inv_mass = state.sampler_state.inv_mass
     assert inv_mass.shape == ((dim, dim) if dense else (dim,))
 
 
