@@ -688,8 +688,10 @@ class DilationKernel(MCMCKernel):
         rebalancing can happen yet), and when the first fit ends the annealing
         with one mode (``calendar.keeps_one_mode``) it stays so to the end:
         a unimodal run compiles one loop and one fit, none of the jumps and
-        the rebalancing. Otherwise the loop with them runs between the later
-        fits, for tuning iterations only (``sampler.TUNE``). Where the tuning
+        the rebalancing (nor the jumps' 1-D mixtures, ``sampler.fit_marginals``,
+        a program of their own after a fit that found several modes).
+        Otherwise the loop with them runs between the later fits, for tuning
+        iterations only (``sampler.TUNE``). Where the tuning
         moves otherwise than the annealing (HMC moves or local steps) the
         annealing's iterations have a loop of their own (``sampler.ANNEAL``):
         a run that finds several modes then compiles none of that move. The
@@ -736,8 +738,20 @@ class DilationKernel(MCMCKernel):
             # are those of the step's own fit (sampler.step_from_keys with
             # fit=True).
             step_keys = sampler.iteration_keys(key)[1]
-            pop = sampler.fit_modes(step_keys.modes, pop, fn, self._options)
+            pop = sampler.fit_modes(
+                step_keys.modes, pop, fn, self._options, marginals=False
+            )
             return (pop, reference, key), pop.modes.num_modes
+
+        @jax.jit
+        def dilation_marginals(carry):
+            # The one-coordinate jumps' mixtures of the fit just made, compiled
+            # only where it found several modes (one mode makes no jump).
+            pop, reference, key = carry
+            return sampler.fit_marginals(pop), reference, key
+
+        def fit(carry):
+            return dilation_marginals(dilation_mode_fit(carry)[0])
 
         @jax.jit
         def dilation_end_of_warmup(carry):
@@ -764,11 +778,10 @@ class DilationKernel(MCMCKernel):
                 return run(unimodal, phase, carry, first, num_warmup)
 
             def several_modes():
-                tuned = carry
+                tuned = dilation_marginals(carry)
                 several = self._several_modes_options
                 for start, stop in zip(fits, fits[1:], strict=False):
-                    tuned = run(several, sampler.TUNE, tuned, start, stop)
-                    tuned, _ = dilation_mode_fit(tuned)
+                    tuned = fit(run(several, sampler.TUNE, tuned, start, stop))
                 return run(several, sampler.TUNE, tuned, fits[-1], num_warmup)
 
             if _is_concrete(num_modes):

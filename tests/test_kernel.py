@@ -439,7 +439,8 @@ def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala(
 def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two(warmup_programs):
     # The warmup runs in segments around the fit that ends the annealing:
     # one mode found -> the tuning segment reuses the annealing's loop (no
-    # jump, fit or rebalancing code compiled) and the run counts that one fit;
+    # jump, fit, 1-D mixtures or rebalancing code compiled) and the run counts
+    # that one fit;
     # two modes -> a second loop with them, and every fit of the calendar.
     # (MALA moves: with HMC ones the annealing has a loop of its own, above.)
     compiled, _ = warmup_programs
@@ -463,8 +464,12 @@ def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two(warmup_progra
                 int(pop.modes.num_modes),
                 (kernel.num_evaluations(200) - 256 * 200)
                 // modes.fit_evaluations(256, kernel._options.max_modes),
+                sum("dilation_marginals" in name for name in compiled),
+                bool(np.isfinite(pop.modes.marginals.log_weights).any()),
             )
         )
-    assert fits[0] == (1, 1, 1)
-    assert fits[1] == (2, 2, len(calendar.mode_fit_iterations(kernel._calendar)))
+    # The jumps' 1-D mixtures (one program, after each fit) only with two modes.
+    assert fits[0] == (1, 1, 1, 0, False)
+    num_fits = len(calendar.mode_fit_iterations(kernel._calendar))
+    assert fits[1] == (2, 2, num_fits, 1, True)
     assert fits[1][2] > 1

@@ -98,6 +98,7 @@ __all__ = [
     "TUNE",
     "sample_step",
     "fit_modes",
+    "fit_marginals",
     "fit_iterations",
     "IterationKeys",
     "iteration_keys",
@@ -489,20 +490,33 @@ def fit_modes(
     state: SamplerState,
     logdensity_and_grad_fn: LogDensityAndGrad,
     options: SamplerOptions,
+    marginals: bool = True,
 ) -> SamplerState:
     """The mode fit of iteration ``t`` (``key``: that iteration's
     ``IterationKeys.modes``): the modes of the population in target space (at
     ``l = 1``); the fit at the end of annealing (``t = A``) also applies the
-    calendar's one-mode rule (``calendar.single_mode``)."""
+    calendar's one-mode rule (``calendar.single_mode``). ``marginals`` (static):
+    ``False`` leaves the one-coordinate jumps' mixtures to ``fit_marginals``
+    (``modes.find_modes``)."""
     found, _ = modes.find_modes(
         key,
         target_position(state),
         -target_potential(state),
         logdensity_and_grad_fn,
         options.max_modes,
+        marginals=marginals,
     )
     narrowed = calendar.single_mode(state.calendar, state.iteration, found.num_modes)
     return state._replace(modes=found, calendar=narrowed)
+
+
+def fit_marginals(state: SamplerState) -> SamplerState:
+    """The population's 1-D mixture per coordinate in target space
+    (``modes.fit_marginals``, the one-coordinate jumps' proposal), after a
+    ``fit_modes`` with ``marginals=False``: the same state as ``fit_modes``'s
+    with them."""
+    fitted = modes.fit_marginals(target_position(state))
+    return state._replace(modes=state.modes._replace(marginals=fitted))
 
 
 def iteration_keys(population_key: Array) -> tuple[Array, IterationKeys]:

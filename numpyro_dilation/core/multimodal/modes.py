@@ -298,9 +298,16 @@ def find_modes(
     max_modes: int,
     inflation: float = 1.1,
     tolerance: float = 0.1,
+    marginals: bool = True,
 ) -> tuple[Modes, Array]:
     """Cluster ``x`` (log densities ``logdensity``), fit, climb, merge; modes and
-    the cluster label of each particle."""
+    the cluster label of each particle.
+
+    ``marginals`` (static): ``False`` leaves ``Modes.marginals`` as ``empty``'s,
+    for a caller that fits them (``fit_marginals(x)``, the same values) only
+    where several modes were found: one mode makes no jump, which is all they
+    serve.
+    """
     k = min(max_modes, x.shape[0])
 
     def cluster(scale, key):
@@ -333,10 +340,13 @@ def find_modes(
         scale=scale,
     )
     log_mass = _mode_log_mass(mixture.log_weights, mode_of)
-    marginals = fit_marginals(x)
+    if marginals:
+        fitted = fit_marginals(x)
+    else:
+        fitted = empty(*x.shape, max_modes, x.dtype).marginals
     ess = jnp.zeros(k, x.dtype)
     peak_logdensity = jnp.where(valid, peak_logdensity, -jnp.inf)
-    found = Modes(mixture, mode_of, log_mass, ess, marginals, peaks, peak_logdensity)
+    found = Modes(mixture, mode_of, log_mass, ess, fitted, peaks, peak_logdensity)
     return found, labels
 
 

@@ -1,5 +1,7 @@
 """Clustering particles into modes: k-means, peaks, barrier merging, proposals."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -53,6 +55,26 @@ def test_separated_modes_are_found_and_particles_assigned(three_found):
     shares = np.exp(np.asarray(found.log_mass))
     counts = np.bincount(assigned, minlength=16) / n
     assert np.allclose(shares[np.isfinite(found.log_mass)], counts[counts > 0])
+
+
+def test_marginals_fitted_apart_are_those_of_the_whole_fit(three_found):
+    # marginals=False (the kernel's fits, which fit the 1-D mixtures only
+    # where several modes were found) changes nothing else, and fit_marginals
+    # gives back what the whole fit holds.
+    x, _, found = three_found
+    target, _ = three_modes()
+    fn = jax.value_and_grad(target.logdensity_fn)
+    apart, _ = jax.jit(
+        lambda x, v: modes.find_modes(KEY, x, v, fn, 16, marginals=False)
+    )(x, jax.vmap(target.logdensity_fn)(x))
+    blank = modes.empty(*x.shape, 16).marginals
+    jax.tree.map(np.testing.assert_array_equal, apart.marginals, blank)
+    rest = apart._replace(marginals=found.marginals)
+    jax.tree.map(np.testing.assert_allclose, rest, found)
+    fitted = jax.jit(modes.fit_marginals)(x)
+    close = partial(np.testing.assert_allclose, rtol=1e-5)
+    jax.tree.map(close, fitted, found.marginals)
+    assert np.all(np.isfinite(np.asarray(fitted.log_weights).max(axis=1)))
 
 
 def test_a_log_concave_target_is_one_mode():
