@@ -589,7 +589,8 @@ def test_a_new_level_re_evaluates_the_particles_where_they_are():
         return jnp.where(band, jnp.nan, -0.5 * jnp.sum(x**2))
 
     fn = jax.value_and_grad(logdensity)
-    options = SamplerOptions()
+    # Unimodal options, as the kernel's annealing loop has (no fit yet).
+    options = sampler.unimodal(SamplerOptions())
     sched = calendar.build_calendar(40, options, num_levels=4)
     levels = [float(calendar.level_at(sched, jnp.asarray(t))) for t in (4, 5)]
     assert levels[1] > 5 * levels[0]  # t = 5 is the first level change
@@ -633,11 +634,13 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
     # comes out of the moments' reduction: Robbins-Monro moves log eps by the
     # gain (1) times (acceptance - target), the acceptance being the mean for
     # MALA and, for HMC, the harmonic mean over the moves that did not diverge.
+    # A unimodal step (no mode fit, jump or rebalancing compiled): the kernel's
+    # loops after a fit that finds one mode, and the same adaptation.
     n, d, num_anneal, num_warmup = 64, 3, 12, 18
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     params = student_t_params(keys[0], d, jnp.float32)
     center = 3.0 * jax.random.normal(keys[1], (n, d))
-    options = SamplerOptions(hmc=hmc)
+    options = sampler.unimodal(SamplerOptions(hmc=hmc))
     sched = calendar.build_calendar(
         num_warmup, options, anneal_fraction=num_anneal / num_warmup
     )
