@@ -691,12 +691,12 @@ class DilationKernel(MCMCKernel):
         the rebalancing (nor the jumps' 1-D mixtures, ``sampler.fit_marginals``,
         a program of their own after a fit that found several modes).
         Otherwise the loop with them runs between the later fits, for tuning
-        iterations only (``sampler.TUNE``). Where the tuning
-        moves otherwise than the annealing (HMC moves or local steps) the
-        annealing's iterations have a loop of their own (``sampler.ANNEAL``):
-        a run that finds several modes then compiles none of that move. The
-        same draws as one loop of ``sampler.step`` over the warmup (up to the
-        rounding of programs that XLA fuses otherwise).
+        iterations only (``sampler.TUNE``). Where the tuning moves otherwise
+        than the annealing (HMC moves or local steps) the annealing's
+        iterations have a loop of their own (``sampler.ANNEAL``): a run that
+        finds several modes then compiles none of that move. The same draws
+        as one loop of ``sampler.step`` over the warmup (up to the rounding of
+        programs that XLA fuses otherwise).
 
         Returns the state after warmup, its population key advanced as
         ``sample`` advances it (one split per iteration: the same draws as one
