@@ -70,14 +70,15 @@ out = {
     "dense": mcmc.last_state.sampler_state.inv_mass.ndim == 2,
 }
 # ArviZ on either collection, the log likelihood too (the model's factor
-# site, which NumPyro evaluates at every draw).
-for label, run in (("local", local), ("whole", whole)):
-    data = az.from_numpyro(run, log_likelihood=True)
-    out[f"arviz_{label}"] = [
-        list(data.posterior["x"].shape),
-        list(data.log_likelihood["log_density"].shape),
-    ]
+# site, which NumPyro evaluates at every draw): in process 0, whose result is
+# read (no collective left to join).
 if jax.process_index() == 0:
+    for label, run in (("local", local), ("whole", whole)):
+        data = az.from_numpyro(run, log_likelihood=True)
+        out[f"arviz_{label}"] = [
+            list(data.posterior["x"].shape),
+            list(data.log_likelihood["log_density"].shape),
+        ]
     print("RESULT " + json.dumps(out))
 """
 
