@@ -158,7 +158,7 @@ def test_mode_weights_across_processes(runs):
     x = np.asarray(two["multimodal"]["draws"]["x"])  # (512, 20, 4)
     heavy = (x.mean(-1) > 1 / 3).mean(axis=1)
     assert two["multimodal"]["num_modes"] == 2
-    assert two["unimodal"]["num_modes"] == 1  # the one-mode path, in each process
+    assert two["unimodal"]["num_modes"] == 1  # the one-mode path
     se = heavy.std(ddof=1) / np.sqrt(heavy.size)
     assert abs(heavy.mean() - 2 / 3) < 4 * max(se, 1e-3), (heavy.mean(), se)
 
