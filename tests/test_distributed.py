@@ -30,55 +30,67 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 import arviz as az
+import jax.numpy as jnp
 import numpy as np
+import numpyro
+import numpyro.distributions as dist
 from numpyro.infer import MCMC
 
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.validation import targets
 
-# One run with the default move ("auto"), which goes through every collective
-# of the other moves: HMC along the annealing (one population, a dense
-# preconditioner), then, when the fit that ends it finds the two modes (a
-# decision every process reads from the same reduction), MALA, the jumps and
-# the rebalancing.
-model = targets.as_numpyro_model(targets.two_unequal_modes(4))
-mcmc = MCMC(
-    DilationKernel(model),
-    num_warmup=100,
-    num_samples=20,
-    num_chains=512,
-    chain_method="vectorized",
-    progress_bar=False,
-)
-mcmc.run(jax.random.PRNGKey(0), extra_fields=("accept_prob",))
-local = distributed.collect(mcmc)
-whole = distributed.collect(mcmc, gather=True)
-index = distributed.process_particles(mcmc)
-draws = {k: np.asarray(v) for k, v in whole.get_samples(group_by_chain=True).items()}
-mine = local.get_samples(group_by_chain=True)
-accept = whole.get_extra_fields(group_by_chain=True)["accept_prob"]
-out = {
-    "process_count": jax.process_count(),
-    "device_count": jax.device_count(),
-    "draws": {k: v.tolist() for k, v in draws.items()},
-    "accept": np.asarray(accept).tolist(),
-    "local_chains": int(local.num_chains),
-    "local_is_its_slice": all(
-        np.array_equal(np.asarray(mine[k]), v[index]) for k, v in draws.items()
-    ),
-    "num_modes": int(mcmc.last_state.sampler_state.modes.num_modes),
-    "dense": mcmc.last_state.sampler_state.inv_mass.ndim == 2,
-}
-# ArviZ on either collection, the log likelihood too (the model's factor
-# site, which NumPyro evaluates at every draw): in process 0, whose result is
-# read (no collective left to join).
+
+def gaussian():
+    loc = numpyro.sample("loc", dist.Normal(jnp.zeros(3), 2.0).to_event(1))
+    scale = numpyro.sample("scale", dist.LogNormal(0.0, 0.5))
+    numpyro.sample("obs", dist.Normal(loc.sum(), scale), obs=1.0)
+
+
+two_modes = targets.as_numpyro_model(targets.two_unequal_modes(4))
+out = {"process_count": jax.process_count(), "device_count": jax.device_count()}
+# The unimodal run takes the default move (HMC here: one mode, a dense
+# preconditioner); the two modes MALA's, which the default also moves them
+# with after the annealing ("auto" would compile the annealing loop with HMC's
+# options as well, for the same collectives).
+for name, model, step in (
+    ("unimodal", gaussian, "auto"),
+    ("multimodal", two_modes, "mala"),
+):
+    mcmc = MCMC(
+        DilationKernel(model, step=step),
+        num_warmup=100,
+        num_samples=20,
+        num_chains=512,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.PRNGKey(0), extra_fields=("accept_prob",))
+    local = distributed.collect(mcmc)
+    whole = distributed.collect(mcmc, gather=True)
+    index = distributed.process_particles(mcmc)
+    draws = whole.get_samples(group_by_chain=True)
+    draws = {k: np.asarray(v) for k, v in draws.items()}
+    mine = local.get_samples(group_by_chain=True)
+    accept = whole.get_extra_fields(group_by_chain=True)["accept_prob"]
+    out[name] = {
+        "draws": {k: v.tolist() for k, v in draws.items()},
+        "accept": np.asarray(accept).tolist(),
+        "local_chains": int(local.num_chains),
+        "local_is_its_slice": all(
+            np.array_equal(np.asarray(mine[k]), v[index]) for k, v in draws.items()
+        ),
+        "num_modes": int(mcmc.last_state.sampler_state.modes.num_modes),
+    }
+    # ArviZ on either collection, log likelihood too: in process 0, whose
+    # result is read (no collective to join).
+    if name == "unimodal" and jax.process_index() == 0:
+        for label, run in (("local", local), ("whole", whole)):
+            data = az.from_numpyro(run, log_likelihood=True)
+            out[name][f"arviz_{label}"] = [
+                list(data.posterior["loc"].shape),
+                list(data.log_likelihood["obs"].shape),
+            ]
 if jax.process_index() == 0:
-    for label, run in (("local", local), ("whole", whole)):
-        data = az.from_numpyro(run, log_likelihood=True)
-        out[f"arviz_{label}"] = [
-            list(data.posterior["x"].shape),
-            list(data.log_likelihood["log_density"].shape),
-        ]
     print("RESULT " + json.dumps(out))
 """
 
@@ -106,42 +118,47 @@ def test_two_processes_form_one_cluster_of_four_devices(runs):
     assert (one["process_count"], one["device_count"]) == (1, 4)
 
 
-def test_same_draws_as_one_process_with_as_many_devices(runs):
-    # float64: both runs compile the same programs over 4 devices; only the
+@pytest.mark.parametrize("name", ["unimodal", "multimodal"])
+def test_same_draws_as_one_process_with_as_many_devices(runs, name):
+    # float64: both runs compile the same program over 4 devices; only the
     # order of the sums in the cross-process all-reduces may differ (~1e-16
     # relative), which stays far below 1e-9 through 120 iterations, while one
     # accept decision or resampling choice that differed would move a draw by
     # O(step size) ~ 0.1 or by the distance between the modes (~2).
     two, one = runs
-    a, b = np.asarray(two["draws"]["x"]), np.asarray(one["draws"]["x"])
-    assert a.shape == b.shape == (512, 20, 4)
-    assert np.max(np.abs(a)) > 0.5
-    np.testing.assert_allclose(a, b, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(two["accept"], one["accept"], rtol=0, atol=1e-9)
+    for site, draws in two[name]["draws"].items():
+        a, b = np.asarray(draws), np.asarray(one[name]["draws"][site])
+        assert a.shape == b.shape
+        assert np.max(np.abs(a)) > 0.5
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-9, err_msg=site)
+    np.testing.assert_allclose(
+        two[name]["accept"], one[name]["accept"], rtol=0, atol=1e-9
+    )
 
 
-def test_each_process_holds_its_half_of_the_particles(runs):
+@pytest.mark.parametrize("name", ["unimodal", "multimodal"])
+def test_each_process_holds_its_half_of_the_particles(runs, name):
     two, one = runs
-    assert two["local_chains"] == 256 and two["local_is_its_slice"]
-    assert one["local_chains"] == 512 and one["local_is_its_slice"]
+    assert two[name]["local_chains"] == 256 and two[name]["local_is_its_slice"]
+    assert one[name]["local_chains"] == 512 and one[name]["local_is_its_slice"]
 
 
 def test_arviz_reads_either_collection(runs):
     two, _ = runs
-    assert two["arviz_local"] == [[256, 20, 4], [256, 20]]
-    assert two["arviz_whole"] == [[512, 20, 4], [512, 20]]
+    assert two["unimodal"]["arviz_local"] == [[256, 20, 3], [256, 20]]
+    assert two["unimodal"]["arviz_whole"] == [[512, 20, 3], [512, 20]]
 
 
 def test_mode_weights_across_processes(runs):
     # targets.two_unequal_modes(4): the heavy mode (weight 2/3) is the one
     # nearer 1 + 1/3 on every coordinate. Standard error from the 512 particles'
     # own shares (each a time average over its 20 draws, particles independent
-    # given the frozen mixture): 4 standard errors of that mean. The annealing
-    # moved with HMC (a dense preconditioner: what "auto" needs for it).
+    # given the frozen mixture): 4 standard errors of that mean.
     two, _ = runs
-    x = np.asarray(two["draws"]["x"])  # (512, 20, 4)
+    x = np.asarray(two["multimodal"]["draws"]["x"])  # (512, 20, 4)
     heavy = (x.mean(-1) > 1 / 3).mean(axis=1)
-    assert two["num_modes"] == 2 and two["dense"]
+    assert two["multimodal"]["num_modes"] == 2
+    assert two["unimodal"]["num_modes"] == 1  # the one-mode path
     se = heavy.std(ddof=1) / np.sqrt(heavy.size)
     assert abs(heavy.mean() - 2 / 3) < 4 * max(se, 1e-3), (heavy.mean(), se)
 
