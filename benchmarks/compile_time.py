@@ -55,12 +55,15 @@ from numpyro_dilation.compile_timer import CompileTimer
 
 BUDGETS = {"NUTS": (4, 500, 500), "DilationKernel": (1024, 500, 200)}
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
-_programs: collections.Counter = collections.Counter()
+compiled_programs: collections.Counter = collections.Counter()
+"""XLA's compile seconds by program name, from ``record_compile``."""
 
 
-def _record(event: str, seconds: float, **kwargs) -> None:
+def record_compile(event: str, seconds: float, **kwargs) -> None:
+    """A ``jax.monitoring`` duration listener: adds each XLA compilation to
+    ``compiled_programs``."""
     if event == BACKEND_COMPILE:
-        _programs[kwargs.get("fun_name", "?")] += seconds
+        compiled_programs[kwargs.get("fun_name", "?")] += seconds
 
 
 def _kernel(name: str, model_name: str):
@@ -81,7 +84,7 @@ def one_run(name: str, model_name: str) -> tuple[float, float, dict]:
         chain_method="vectorized",
         progress_bar=False,
     )
-    _programs.clear()
+    compiled_programs.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with CompileTimer() as timer:
@@ -89,7 +92,7 @@ def one_run(name: str, model_name: str) -> tuple[float, float, dict]:
             mcmc.run(jax.random.PRNGKey(0))
             jax.block_until_ready(mcmc.get_samples())
             wall = time.perf_counter() - start
-    return timer.seconds, wall - timer.seconds, dict(_programs)
+    return timer.seconds, wall - timer.seconds, dict(compiled_programs)
 
 
 def _breakdown(name: str, programs: dict, top: int = 5) -> None:
@@ -252,7 +255,7 @@ def main() -> None:
             compile_cache.enable(args.cache_dir)
         print(json.dumps(one_run(args.child, args.model)[:2]))
         return
-    monitoring.register_event_duration_secs_listener(_record)
+    monitoring.register_event_duration_secs_listener(record_compile)
     runs = {name: [] for name in BUDGETS}
     first_programs = {}
     for _ in range(args.repeats):

@@ -21,7 +21,6 @@ equal to the last bit.
 """
 
 import argparse
-import collections
 import json
 import subprocess
 import sys
@@ -31,6 +30,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from compile_time import (  # the script's folder is on sys.path
+    compiled_programs,
+    record_compile,
+)
 from jax import monitoring
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import find_valid_initial_params, initialize_model
@@ -41,16 +44,11 @@ from numpyro_dilation.cli import DEMOS
 def initial_points(model_name: str, chains: int, way: str) -> dict:
     """The initial points of ``chains`` chains (``way`` "map" or "vmap"), with
     XLA's compile seconds by program and the wall time."""
-    compiled: collections.Counter = collections.Counter()
-
-    def record(event: str, seconds: float, **kwargs) -> None:
-        if event.endswith("backend_compile_duration"):
-            compiled[kwargs.get("fun_name", "?")] += seconds
-
     model, _, options = DEMOS[model_name]()
     strategy = options.get("init_strategy", init_to_uniform)
     keys = jax.block_until_ready(jax.random.split(jax.random.PRNGKey(0), chains))
-    monitoring.register_event_duration_secs_listener(record)
+    compiled_programs.clear()
+    monitoring.register_event_duration_secs_listener(record_compile)
     start = time.perf_counter()
     if way == "map":
         points = initialize_model(
@@ -76,7 +74,7 @@ def initial_points(model_name: str, chains: int, way: str) -> dict:
     points = jax.tree.map(np.asarray, points)
     return {
         "wall": time.perf_counter() - start,
-        "compiled": dict(compiled.most_common()),
+        "compiled": dict(compiled_programs.most_common()),
         "points": points,
     }
 

@@ -440,8 +440,8 @@ def test_a_unimodal_warmup_compiles_one_loop_and_a_bimodal_one_two(warmup_progra
     # The warmup runs in segments around the fit that ends the annealing:
     # one mode found -> the tuning segment reuses the annealing's loop (no
     # jump, fit, 1-D mixtures or rebalancing code compiled) and the run counts
-    # that one fit;
-    # two modes -> a second loop with them, and every fit of the calendar.
+    # that one fit; two modes -> a second loop with them, and every fit of the
+    # calendar.
     # (MALA moves: with HMC ones the annealing has a loop of its own, above.)
     compiled, _ = warmup_programs
     fits = []
