@@ -1,6 +1,8 @@
 """One population across processes (numpyro_dilation.distributed), on this
 machine: 2 processes with 2 CPU devices each against 1 process with 4, each a
-JAX cluster of its own with its coordinator on 127.0.0.1 (distributed.launch).
+JAX cluster of its own with its coordinator on 127.0.0.1, started with the
+command-line launcher (``python -m numpyro_dilation.distributed``, which calls
+distributed.launch).
 
 JAX fixes its devices when it starts, so every run is a fresh Python process.
 """
@@ -27,6 +29,8 @@ from numpyro_dilation import distributed
 distributed.initialize(initialization_timeout=120, heartbeat_timeout=60)
 
 import jax
+
+print("DEVICES", jax.process_index(), jax.process_count(), jax.device_count())
 
 jax.config.update("jax_enable_x64", True)
 import arviz as az
@@ -96,14 +100,23 @@ if jax.process_index() == 0:
 
 
 def _run(tmp_path, num_processes, devices_per_process):
+    """Process 0's result of the worker on a cluster of ``num_processes``,
+    started with the command-line launcher, and every process's line on its
+    devices as the launcher printed it."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    results = distributed.launch(
-        [sys.executable, str(script)], num_processes, devices_per_process, 500
-    )
-    lines = [ln for ln in results[0].stdout.splitlines() if ln.startswith("RESULT ")]
-    assert lines, results[0].stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT ") :])
+    command = [sys.executable, "-m", "numpyro_dilation.distributed"]
+    command += ["--processes", str(num_processes)]
+    command += ["--devices-per-process", str(devices_per_process)]
+    command += ["--timeout", "500", str(script)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    results = [ln for ln in lines if ln.startswith("[0] RESULT ")]
+    assert results, out.stderr[-3000:]
+    result = json.loads(results[-1][len("[0] RESULT ") :])
+    result["devices_lines"] = [ln for ln in lines if " DEVICES " in ln]
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -184,19 +197,13 @@ def test_a_process_that_does_not_start_gives_a_clear_error(tmp_path):
     assert "Start every process with the same coordinator_address" in message
 
 
-def test_command_line_launcher_prefixes_each_process_output(tmp_path):
-    script = tmp_path / "hello.py"
-    script.write_text(
-        "from numpyro_dilation import distributed\n"
-        "distributed.initialize(initialization_timeout=60)\n"
-        "import jax\n"
-        "print(jax.process_index(), jax.process_count(), jax.device_count())\n"
-    )
-    command = [sys.executable, "-m", "numpyro_dilation.distributed"]
-    command += ["--processes", "2", "--devices-per-process", "3", str(script)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.splitlines() == ["[0] 0 2 6", "[1] 1 2 6"]
+def test_command_line_launcher_prefixes_each_process_output(runs):
+    # Every process of the worker prints its index, the process count and the
+    # device count; the launcher prefixes each line with the process's index
+    # (gloo's own lines come in between).
+    two, one = runs
+    assert two["devices_lines"] == ["[0] DEVICES 0 2 4", "[1] DEVICES 1 2 4"]
+    assert one["devices_lines"] == ["[0] DEVICES 0 1 4"]
 
 
 def test_bad_arguments_name_the_fix():

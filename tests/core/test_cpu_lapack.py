@@ -106,12 +106,15 @@ def test_sequential_evaluation_gives_the_vmap_values():
 
 def test_a_potential_without_lapack_calls_is_evaluated_batched():
     # A potential without LAPACK calls is never evaluated one particle at a
-    # time (the GP model's decision: the test below).
+    # time (the GP model's decision: the test below). `init` decides it before
+    # its first program, so tracing it is enough (jax.eval_shape: nothing
+    # compiled).
     plain = DilationKernel(potential_fn=lambda z: 0.5 * jnp.sum(z**2))
-    plain.init(
+    jax.eval_shape(
+        lambda keys: plain.init(
+            keys, MIN_WARMUP, init_params=jnp.ones((MIN_PARTICLES, 2))
+        ),
         jax.random.split(jax.random.PRNGKey(0), MIN_PARTICLES),
-        MIN_WARMUP,
-        init_params=jnp.ones((MIN_PARTICLES, 2)),
     )
     assert plain._sequential is False
 
