@@ -1,10 +1,13 @@
 """The comparison table against ArviZ's own functions, and the figures."""
 
+import time
+
 import arviz as az
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from jax import monitoring
 from numpyro.infer import NUTS
 
 from numpyro_dilation import DilationKernel, arviz_compat
@@ -14,6 +17,7 @@ from numpyro_dilation.compare import (
     _mode_table,
     compare,
 )
+from numpyro_dilation.compile_timer import CompileTimer
 from numpyro_dilation.core import calendar
 from numpyro_dilation.core.multimodal import modes
 from numpyro_dilation.plots import latent_sites, plot_density, write_figures
@@ -36,23 +40,43 @@ def normal_model(y):
 
 
 @pytest.fixture(scope="module")
-def comparison() -> Comparison:
-    # DilationKernel with MALA moves: one gradient per particle and iteration,
-    # so test_gradient_counts knows the count (the default, step="auto", runs
-    # HMC trajectories of varying length on this one-mode 2-d posterior).
-    return compare(
-        normal_model,
-        Y,
-        kernels=[NUTS(normal_model), DilationKernel(normal_model, step="mala")],
-        num_warmup=100,
-        num_samples=100,
-        num_chains=2,
-        num_particles=64,
-        seed=1,
-        mode_means=MODE_MEANS,
-        true_mode_weights=[0.25, 0.75],
-        mode_sites=["mu"],
-    )
+def recorded() -> tuple[Comparison, list, list]:
+    """The comparison, with JAX's compile spans (event, start, end, program)
+    and compare's progress messages (time, text) recorded while it ran, both
+    in ``time.time()`` seconds as JAX's spans are."""
+    spans, marks = [], []
+
+    def listen(event, start, end, **kwargs):
+        spans.append((event, start, end, kwargs.get("fun_name", "")))
+
+    monitoring.register_event_time_span_listener(listen)
+    try:
+        # DilationKernel with MALA moves: one gradient per particle and
+        # iteration, so test_gradient_counts knows the count (the default,
+        # step="auto", runs HMC trajectories of varying length on this one-mode
+        # 2-d posterior).
+        comparison = compare(
+            normal_model,
+            Y,
+            kernels=[NUTS(normal_model), DilationKernel(normal_model, step="mala")],
+            num_warmup=100,
+            num_samples=100,
+            num_chains=2,
+            num_particles=64,
+            seed=1,
+            mode_means=MODE_MEANS,
+            true_mode_weights=[0.25, 0.75],
+            mode_sites=["mu"],
+            progress=lambda text: marks.append((time.time(), text)),
+        )
+    finally:
+        monitoring.unregister_event_time_span_listener(listen)
+    return comparison, spans, marks
+
+
+@pytest.fixture(scope="module")
+def comparison(recorded) -> Comparison:
+    return recorded[0]
 
 
 def test_runs_and_budgets(comparison):
@@ -80,6 +104,29 @@ def test_diagnostics_match_arviz_summary(comparison, name):
         row["ess_per_grad"], row["ess_bulk_min"] / row["gradients"]
     )
     assert row["time_s"] > 0 and row["compile_s"] > 0
+
+
+def test_nuts_compile_counts_its_loop_once(recorded):
+    # NUTS's warmup runs in a call of its own (its leapfrog steps counted), and
+    # NumPyro compiles its loop over the chains again for the sampling call: a
+    # compilation one mcmc.run does not make, left out of compile_s. Its
+    # compile spans lie in the sampling call, after every span of the warmup
+    # call, so compile_s is at most the union of the run's spans without it.
+    comparison, spans, marks = recorded
+    nuts = [t for t, text in marks if text.startswith("NUTS:")]
+    inside = [s for s in spans if nuts[0] <= s[1] and s[2] <= nuts[-1]]
+    loops = [
+        s
+        for s in inside
+        if s[0].endswith("backend_compile_duration") and "_fori_collect_loop" in s[3]
+    ]
+    assert len(loops) == 2  # the warmup call's loop and the sampling call's
+    union = CompileTimer()
+    for event, start, end, _ in inside:
+        union.listen(event, start, end)
+    second = loops[1][2] - loops[1][1]
+    compile_s = comparison.table.loc["NUTS", "compile_s"]
+    assert 0 < compile_s <= union.seconds - second + 1e-6
 
 
 def test_gradient_counts(comparison):
