@@ -8,15 +8,12 @@ the same model, data and seed, converts each run to ArviZ and returns a
   excluded**; ``compile_s``: the time JAX spent tracing, lowering and compiling
   during the run (the union of its ``/jax/core/compile/*`` monitoring spans,
   :mod:`numpyro_dilation.compile_timer`), which is reported apart.
-  ``time_s = wall - compile_s``. HMC and NUTS run their warmup in a call of its
-  own (``MCMC.warmup``, its draws collected to count their leapfrog steps),
-  after which NumPyro compiles its loop over the chains a second time for the
-  sampling call, which one ``MCMC.run`` does not: their ``compile_s`` is the
-  warmup call's, and that second compilation counts in neither column
-  (``time_s`` is the wall time minus every compile span).
+  ``time_s = wall - compile_s``. Every kernel runs in one ``MCMC.run``, so
+  NumPyro compiles its loop over the chains once.
 * ``gradients``: gradient evaluations, warmup included. HMC and NUTS: the sum of
-  ``num_steps`` (leapfrog steps) over every warmup and sampling draw of every
-  chain (the few gradients of the initial step-size search are not counted).
+  ``num_steps`` (leapfrog steps) over every warmup and sampling iteration of
+  every chain, summed in each chain's state as it runs (the few gradients of
+  the initial step-size search are not counted).
   DilationKernel: one per particle per iteration (an HMC move's leapfrog steps)
   plus those of its mode fits (``DilationKernel.num_evaluations``). Other kernels: NaN.
 * ``ess_bulk_min``, ``ess_tail_min``, ``rhat_max``: the smallest bulk and tail
@@ -39,13 +36,14 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import arviz as az
 import jax
 import numpy as np
 import pandas as pd
 from numpyro.infer import HMC, MCMC, NUTS
+from numpyro.infer.hmc import HMCState
 from numpyro.infer.mcmc import MCMCKernel
 
 from numpyro_dilation import arviz_compat, nested_rhat
@@ -69,6 +67,54 @@ _HMC_FIELDS = (
     "accept_prob",
     "adapt_state.step_size",
 )
+
+
+class _CountedState(NamedTuple):
+    """An HMC state and the leapfrog steps its chain has taken since ``init``."""
+
+    hmc: HMCState
+    leapfrog_steps: Any
+
+    def __getattr__(self, name: str) -> Any:
+        # MCMC reads the sample field and the extra fields off the state.
+        return getattr(self.hmc, name)
+
+
+class _LeapfrogCount(MCMCKernel):
+    """``kernel`` (HMC or NUTS) with each chain's leapfrog steps summed in its
+    state, so that one ``MCMC.run`` counts the warmup's gradients too (its
+    collected ``num_steps`` are the sampling iterations' only)."""
+
+    def __init__(self, kernel: HMC) -> None:
+        self.kernel = kernel
+
+    @property
+    def model(self) -> Callable | None:
+        return self.kernel.model
+
+    @property
+    def sample_field(self) -> str:
+        return self.kernel.sample_field
+
+    @property
+    def default_fields(self) -> tuple[str, ...]:
+        return self.kernel.default_fields
+
+    def init(self, rng_key, num_warmup, init_params, model_args, model_kwargs):
+        state = self.kernel.init(
+            rng_key, num_warmup, init_params, model_args, model_kwargs
+        )
+        return _CountedState(state, jax.numpy.zeros_like(state.num_steps))
+
+    def sample(self, state, model_args, model_kwargs):
+        hmc = self.kernel.sample(state.hmc, model_args, model_kwargs)
+        return _CountedState(hmc, state.leapfrog_steps + hmc.num_steps)
+
+    def postprocess_fn(self, args, kwargs):
+        return self.kernel.postprocess_fn(args, kwargs)
+
+    def get_diagnostics_str(self, state) -> str:
+        return self.kernel.get_diagnostics_str(state.hmc)
 
 
 @dataclass(frozen=True)
@@ -237,51 +283,38 @@ def _run_one(
     progress_bar: bool,
 ) -> tuple[arviz_compat.RunData, dict[str, float]]:
     """Warmup then sampling; returns the InferenceData and the cost figures."""
+    counts_steps = isinstance(run.kernel, HMC)
     mcmc = MCMC(
-        run.kernel,
+        _LeapfrogCount(run.kernel) if counts_steps else run.kernel,
         num_warmup=run.num_warmup,
         num_samples=run.num_samples,
         num_chains=run.num_chains,
         chain_method=run.chain_method,
         progress_bar=progress_bar,
     )
-    counts_steps = isinstance(run.kernel, HMC)
-    extra_fields = _HMC_FIELDS if counts_steps else ()
-    key = jax.random.PRNGKey(seed)
     progress(
         f"{run.name}: {run.num_chains} chains x ({run.num_warmup} warmup + "
         f"{run.num_samples} samples)"
     )
     with CompileTimer() as timer:
         start = time.perf_counter()
-        if counts_steps:
-            # Warmup apart, collected, to count its leapfrog steps. The sampling
-            # call then compiles NumPyro's loop over the chains again, which one
-            # mcmc.run would not: compile_s is the warmup call's (module
-            # docstring).
-            with CompileTimer() as warmup_timer:
-                mcmc.warmup(
-                    key,
-                    *model_args,
-                    extra_fields=extra_fields,
-                    collect_warmup=True,
-                    **model_kwargs,
-                )
-            warmup_steps = float(np.sum(mcmc.get_extra_fields()["num_steps"]))
-            key = mcmc.post_warmup_state.rng_key
-        mcmc.run(key, *model_args, extra_fields=extra_fields, **model_kwargs)
+        mcmc.run(
+            jax.random.PRNGKey(seed),
+            *model_args,
+            extra_fields=_HMC_FIELDS if counts_steps else (),
+            **model_kwargs,
+        )
         jax.block_until_ready(mcmc.last_state)
         wall = time.perf_counter() - start
-    compile_s = warmup_timer.seconds if counts_steps else timer.seconds
     if counts_steps:
-        gradients = warmup_steps + float(np.sum(mcmc.get_extra_fields()["num_steps"]))
+        gradients = float(np.sum(mcmc.last_state.leapfrog_steps))
     elif isinstance(run.kernel, DilationKernel):
         num_iterations = run.num_warmup + run.num_samples
         gradients = float(run.kernel.num_evaluations(num_iterations, mcmc.last_state))
     else:
         gradients = float("nan")
     time_s = wall - timer.seconds
-    progress(f"{run.name}: {time_s:.1f} s + {compile_s:.1f} s compilation")
+    progress(f"{run.name}: {time_s:.1f} s + {timer.seconds:.1f} s compilation")
     with warnings.catch_warnings():
         # A population of particles has more chains than draws by design.
         warnings.filterwarnings("ignore", "More chains", UserWarning)
@@ -292,7 +325,7 @@ def _run_one(
         "warmup": run.num_warmup,
         "samples": run.num_samples,
         "time_s": time_s,
-        "compile_s": compile_s,
+        "compile_s": timer.seconds,
         "gradients": gradients,
         "rhat_nested_max": nested_rhat.max_rhat_nested(
             mcmc, _num_superchains(run.num_chains)

@@ -3,17 +3,19 @@
 import time
 
 import arviz as az
+import jax
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
 from jax import monitoring
-from numpyro.infer import NUTS
+from numpyro.infer import MCMC, NUTS
 
 from numpyro_dilation import DilationKernel, arviz_compat
 from numpyro_dilation.compare import (
     Comparison,
     Run,
+    _LeapfrogCount,
     _mode_table,
     compare,
 )
@@ -106,12 +108,10 @@ def test_diagnostics_match_arviz_summary(comparison, name):
     assert row["time_s"] > 0 and row["compile_s"] > 0
 
 
-def test_nuts_compile_counts_its_loop_once(recorded):
-    # NUTS's warmup runs in a call of its own (its leapfrog steps counted), and
-    # NumPyro compiles its loop over the chains again for the sampling call: a
-    # compilation one mcmc.run does not make, left out of compile_s. Its
-    # compile spans lie in the sampling call, after every span of the warmup
-    # call, so compile_s is at most the union of the run's spans without it.
+def test_nuts_compiles_its_loop_once(recorded):
+    # NUTS runs in one mcmc.run (its warmup's leapfrog steps summed in its
+    # state): NumPyro's loop over the chains is compiled once, and compile_s is
+    # the union of the compile spans of its run.
     comparison, spans, marks = recorded
     nuts = [t for t, text in marks if text.startswith("NUTS:")]
     inside = [s for s in spans if nuts[0] <= s[1] and s[2] <= nuts[-1]]
@@ -120,13 +120,29 @@ def test_nuts_compile_counts_its_loop_once(recorded):
         for s in inside
         if s[0].endswith("backend_compile_duration") and "_fori_collect_loop" in s[3]
     ]
-    assert len(loops) == 2  # the warmup call's loop and the sampling call's
+    assert len(loops) == 1
     union = CompileTimer()
     for event, start, end, _ in inside:
         union.listen(event, start, end)
-    second = loops[1][2] - loops[1][1]
     compile_s = comparison.table.loc["NUTS", "compile_s"]
-    assert 0 < compile_s <= union.seconds - second + 1e-6
+    assert 0 < compile_s <= union.seconds + 1e-6
+
+
+def test_leapfrog_count_sums_the_steps_of_every_iteration():
+    mcmc = MCMC(
+        _LeapfrogCount(NUTS(normal_model)),
+        num_warmup=20,
+        num_samples=1,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    fields = ("num_steps", "leapfrog_steps")
+    mcmc.warmup(jax.random.PRNGKey(0), Y, extra_fields=fields, collect_warmup=True)
+    extra = mcmc.get_extra_fields(group_by_chain=True)
+    steps, counted = extra["num_steps"], extra["leapfrog_steps"]
+    assert steps.shape == (2, 20) and steps.min() >= 1
+    np.testing.assert_array_equal(counted, np.cumsum(steps, axis=1))
 
 
 def test_gradient_counts(comparison):
