@@ -18,6 +18,7 @@ from numpyro.infer.util import log_density
 from scipy import integrate, stats
 
 from numpyro_dilation.validation.targets import (
+    EIGHT_SCHOOLS_EFFECTS_REFERENCE,
     EIGHT_SCHOOLS_REFERENCE,
     EIGHT_SCHOOLS_SIGMA,
     EIGHT_SCHOOLS_Y,
@@ -347,6 +348,9 @@ def test_funnel_sampler_and_reference():
 def test_eight_schools_reference_by_quadrature():
     # Integrating out the school effects, y_j ~ N(avg, sigma_j^2 + exp(2 log_sd)):
     # a 2-D posterior over (avg, log_sd), summed on a grid (Riemann, float64).
+    # Given (avg, log_sd), school_effects_std_j is Gaussian (conjugate): its
+    # precision p_j = 1 + tau^2 / sigma_j^2 and mean tau (y_j - avg) /
+    # (sigma_j^2 p_j), tau = exp(log_sd); its moments averaged over the grid.
     avg = np.linspace(-40, 50, 901)[:, None, None]
     log_sd = np.linspace(-3, 9, 601)[None, :, None]
     log_post = (
@@ -365,6 +369,17 @@ def test_eight_schools_reference_by_quadrature():
         sd = math.sqrt(np.sum(weight * (values - mean) ** 2))
         assert EIGHT_SCHOOLS_REFERENCE[name]["mean"] == pytest.approx(mean, abs=1e-4)
         assert EIGHT_SCHOOLS_REFERENCE[name]["sd"] == pytest.approx(sd, abs=1e-4)
+    tau = np.exp(log_sd)
+    precision = 1 + tau**2 / EIGHT_SCHOOLS_SIGMA**2
+    conditional_mean = (
+        tau * (EIGHT_SCHOOLS_Y - avg) / EIGHT_SCHOOLS_SIGMA**2 / precision
+    )
+    weight = weight[..., None]
+    mean = np.sum(weight * conditional_mean, (0, 1))
+    second = np.sum(weight * (1 / precision + conditional_mean**2), (0, 1))
+    ref = EIGHT_SCHOOLS_EFFECTS_REFERENCE
+    np.testing.assert_allclose(ref["mean"], mean, atol=1e-4)
+    np.testing.assert_allclose(ref["sd"], np.sqrt(second - mean**2), atol=1e-4)
 
 
 def test_eight_schools_model_log_density():
