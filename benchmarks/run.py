@@ -239,8 +239,9 @@ def _mcmc_run(mcmc, key_warmup, key_sample, model_args, init, extra):
     if extra:
         steps += int(np.sum(mcmc.get_extra_fields()["num_steps"]))
         # NUTS's sampling call compiles NumPyro's loop over the chains again
-        # (its warmup ran apart, collected), which one mcmc.run does not: its
-        # compile time is the warmup call's, as numpyro_dilation.compare's.
+        # (its warmup ran apart, collected, for the per-phase times), which
+        # one mcmc.run does not: its compile time is the warmup call's
+        # (numpyro_dilation.compare runs NUTS in one mcmc.run instead).
         compile_s = 0.0
     return warmup_s, sample_s, compile_w + compile_s, steps
 
