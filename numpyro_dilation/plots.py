@@ -43,7 +43,9 @@ _DPI = 110
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    # Each figure is laid out (tight_layout) before it comes here: a tight
+    # bounding box would make matplotlib draw it once more to measure it.
+    fig.savefig(path, dpi=_DPI)
     return path
 
 
@@ -91,6 +93,7 @@ def plot_forest(
     ax.set_yticks(-np.arange(len(labels)), labels)
     ax.legend(loc="best", fontsize="small")
     ax.set_title("Posterior intervals (94% HDI, 50% thick)")
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -137,7 +140,14 @@ def plot_pair(
             for colour, (name, values) in enumerate(draws.items()):
                 style = {"color": f"C{colour}", "label": name}
                 if i == j:
-                    ax.hist(values[:, i], bins=40, density=True, alpha=0.5, **style)
+                    ax.hist(
+                        values[:, i],
+                        bins=40,
+                        density=True,
+                        histtype="stepfilled",
+                        alpha=0.5,
+                        **style,
+                    )
                 else:
                     ax.scatter(values[:, j], values[:, i], s=3, alpha=0.3, **style)
             if i == k - 1:
