@@ -14,7 +14,7 @@ While tuning at ``l = 1``, a particle is a straggler when its potential energy
 Gaussian, the lower quartile lies 0.6745 sd below the median. Stuck particles
 have a high ``U``, so the median and ``s`` ignore up to half the population
 being stuck, as the median absolute deviation would; unlike it, both come out
-of one selection, ``order_statistic`` at two ranks at once). For draws from a
+of one selection, ``order_statistics`` at two ranks at once). For draws from a
 d-dimensional Gaussian posterior ``U - min U ~ chi2_d / 2``, so the threshold
 is exceeded with probability below 1e-6 (d = 1: ``s = 0.26``, ``P(Gamma(1/2) >
 12.9) = 4e-7``) and far less for larger d; modes whose weights differ by a
@@ -30,6 +30,7 @@ from jax import Array
 
 __all__ = [
     "order_statistic",
+    "order_statistics",
     "robust_location_scale",
     "find_stragglers",
     "replace_stragglers",
@@ -93,18 +94,31 @@ def order_statistic(values: Array, include: Array, rank: Array) -> Array:
     return _from_key(prefix, values.dtype)
 
 
+def order_statistics(values: Array, include: Array, ranks: Array) -> Array:
+    """The ``ranks``-th smallest (from 0) of ``values[include]``, exactly (each
+    rank below the number of included values).
+
+    With one device, a sort of the values (the excluded ones as ``+inf``). With
+    several, where the particles may be split over them, ``order_statistic``
+    at each rank: its histograms are its only sums over the particles, where a
+    sort would gather them, but it compiles to more XLA kernels (ten more in a
+    warmup loop; docs/benchmarks.md, "Where compile time goes").
+    """
+    if jax.device_count() == 1:
+        return jnp.sort(jnp.where(include, values, jnp.inf))[ranks]
+    return jax.vmap(order_statistic, (None, None, 0))(values, include, ranks)
+
+
 def robust_location_scale(values: Array, include: Array) -> tuple[Array, Array]:
     """The median of ``values[include]`` and ``s = (median - q_1/4) / 0.6745``.
 
     Both are order statistics of the ``m`` included values, at ranks
-    ``(m - 1) // 2`` and ``(m - 1) // 4``, taken by one ``order_statistic``
-    pass. NaN if nothing is included.
+    ``(m - 1) // 2`` and ``(m - 1) // 4``, taken by one ``order_statistics``
+    call. NaN if nothing is included.
     """
     m = jnp.sum(include)
     ranks = jnp.stack([(m - 1) // 2, (m - 1) // 4])
-    median, quartile = jax.vmap(order_statistic, (None, None, 0))(
-        values, include, jnp.maximum(ranks, 0)
-    )
+    median, quartile = order_statistics(values, include, jnp.maximum(ranks, 0))
     nan = jnp.full((), jnp.nan, values.dtype)
     return (
         jnp.where(m > 0, median, nan),

@@ -14,6 +14,7 @@ from numpyro_dilation.core.calendar import STRAGGLER_PERIOD
 from numpyro_dilation.core.stragglers import (
     find_stragglers,
     order_statistic,
+    order_statistics,
     replace_stragglers,
     robust_location_scale,
 )
@@ -74,6 +75,32 @@ def test_order_statistic_is_exact_at_every_rank():
             got = np.asarray(got)
         assert got.dtype == dtype
         np.testing.assert_array_equal(got, expected)
+
+
+def test_order_statistics_sort_on_one_device_and_select_on_several(monkeypatch):
+    # One device: a sort (few XLA kernels); several, where the particles may
+    # be split over them: the radix selection (its histograms the only sums
+    # over the particles). Both give np.sort's values at every rank, with
+    # ties, infinities and excluded entries.
+    rng = np.random.default_rng(2)
+    v = np.concatenate(
+        [rng.normal(size=60), [1.5, 1.5, -2.0, np.inf, -np.inf, 0.0]]
+    ).astype(np.float32)
+    include = rng.uniform(size=v.size) < 0.7
+    expected = np.sort(v[include])
+    args = (jnp.asarray(v), jnp.asarray(include), jnp.arange(expected.size))
+    programs = {}
+    for devices in (1, 4):
+        monkeypatch.setattr(jax, "device_count", lambda d=devices: d)
+
+        def select(*a):  # a new function: traced anew, not from JAX's caches
+            return order_statistics(*a)
+
+        programs[devices] = str(jax.make_jaxpr(select)(*args))
+        np.testing.assert_array_equal(np.asarray(jax.jit(select)(*args)), expected)
+    # The selection works on the values' bits (bitcast to sortable keys).
+    assert "sort[" in programs[1] and "bitcast_convert_type[" not in programs[1]
+    assert "sort[" not in programs[4] and "bitcast_convert_type[" in programs[4]
 
 
 def test_find_stragglers_on_chi_square_energies():
