@@ -4,6 +4,7 @@ compilation and run of ``mcmc.run``, DilationKernel (1024 particles, 500 +
 
     python benchmarks/compile_time.py [--model forty_modes] [--repeats 3]
         [--breakdown] [--kernels [--sources]] [--cache]
+    python benchmarks/compile_time.py --rerun [--model forty_modes]
 
 ``--model``: one of ``numpyro_dilation.cli.DEMOS`` (``eight_schools``, unimodal;
 ``forty_modes``, the 40-mode mixture, both samplers started uniformly in its
@@ -26,6 +27,10 @@ kernel is logged, and it says so. ``--sources`` also dumps XLA's optimised
 programs (``--xla_dump_to``) and names, for the largest programs, the Python
 functions their kernels come from: the innermost frame JAX recorded for each
 kernel's root operation (its fused computation's root), by file and function.
+``--rerun`` runs each sampler's ``MCMC`` three times in one fresh process
+(seeds 0, 1, 2: what a notebook that runs its cell again does), without and
+with the persistent cache in an empty folder, and prints each run's
+compilation and wall seconds (nothing else: it returns after).
 ``--cache`` adds the persistent compilation cache
 (``numpyro_dilation.compile_cache``): each sampler runs in two fresh processes
 sharing an empty cache folder, and the second process's times are printed
@@ -72,11 +77,10 @@ def _kernel(name: str, model_name: str):
     return NUTS(model, **init) if name == "NUTS" else DilationKernel(model, **init)
 
 
-def one_run(name: str, model_name: str) -> tuple[float, float, dict]:
-    """(compile seconds, seconds after compilation, XLA seconds per program) of
-    one ``mcmc.run`` with fresh kernels."""
+def _mcmc(name: str, model_name: str) -> MCMC:
+    """``MCMC`` over a fresh kernel ``name`` with its budget."""
     num_chains, num_warmup, num_samples = BUDGETS[name]
-    mcmc = MCMC(
+    return MCMC(
         _kernel(name, model_name),
         num_warmup=num_warmup,
         num_samples=num_samples,
@@ -84,15 +88,26 @@ def one_run(name: str, model_name: str) -> tuple[float, float, dict]:
         chain_method="vectorized",
         progress_bar=False,
     )
-    compiled_programs.clear()
+
+
+def timed_run(mcmc: MCMC, seed: int = 0) -> tuple[float, float]:
+    """(compile seconds, seconds after compilation) of one ``mcmc.run``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with CompileTimer() as timer:
             start = time.perf_counter()
-            mcmc.run(jax.random.PRNGKey(0))
+            mcmc.run(jax.random.PRNGKey(seed))
             jax.block_until_ready(mcmc.get_samples())
             wall = time.perf_counter() - start
-    return timer.seconds, wall - timer.seconds, dict(compiled_programs)
+    return timer.seconds, wall - timer.seconds
+
+
+def one_run(name: str, model_name: str) -> tuple[float, float, dict]:
+    """(compile seconds, seconds after compilation, XLA seconds per program) of
+    one ``mcmc.run`` with fresh kernels."""
+    compiled_programs.clear()
+    compile_s, run_s = timed_run(_mcmc(name, model_name))
+    return compile_s, run_s, dict(compiled_programs)
 
 
 def _breakdown(name: str, programs: dict, top: int = 5) -> None:
@@ -106,9 +121,14 @@ def _breakdown(name: str, programs: dict, top: int = 5) -> None:
 
 
 def _in_fresh_process(
-    name: str, model_name: str, cache_dir: str | None = None, env: dict | None = None
+    name: str,
+    model_name: str,
+    cache_dir: str | None = None,
+    env: dict | None = None,
+    runs: int = 1,
 ) -> subprocess.CompletedProcess:
     command = [sys.executable, __file__, "--child", name, "--model", model_name]
+    command += ["--child-runs", str(runs)]
     if cache_dir:
         command += ["--cache-dir", cache_dir]
     return subprocess.run(command, capture_output=True, text=True, check=True, env=env)
@@ -239,6 +259,25 @@ def _print_sources(table: dict, sources: dict, programs: int = 4, top: int = 8):
         print(f"        {sum(n for _, n in rest):4d} elsewhere ({len(rest)} places)")
 
 
+def _rerun(model_name: str, runs: int = 3) -> None:
+    """Each sampler's ``MCMC`` run ``runs`` times in one fresh process (seeds
+    0, 1, ...), without and with the persistent cache (an empty folder)."""
+    for name in BUDGETS:
+        for cached in (False, True):
+            with tempfile.TemporaryDirectory() as cache_dir:
+                out = _in_fresh_process(
+                    name, model_name, cache_dir if cached else None, runs=runs
+                ).stdout
+            times = json.loads(out.splitlines()[-1])
+            compiles = ", ".join(f"{c:.1f}" for c, _ in times)
+            walls = ", ".join(f"{c + r:.1f}" for c, r in times)
+            label = "with the cache" if cached else "no cache"
+            print(
+                f"{name:>15}, one MCMC run {runs} times, {label}: compile "
+                f"{compiles} s; compile + run {walls} s"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(DEMOS), default="eight_schools")
@@ -247,13 +286,23 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true")
     parser.add_argument("--sources", action="store_true")
     parser.add_argument("--cache", action="store_true")
+    parser.add_argument("--rerun", action="store_true")
     parser.add_argument("--child", choices=sorted(BUDGETS), help=argparse.SUPPRESS)
+    parser.add_argument("--child-runs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         if args.cache_dir:
             compile_cache.enable(args.cache_dir)
-        print(json.dumps(one_run(args.child, args.model)[:2]))
+        if args.child_runs == 1:
+            print(json.dumps(one_run(args.child, args.model)[:2]))
+        else:  # one MCMC, run again and again (seeds 0, 1, ...)
+            mcmc = _mcmc(args.child, args.model)
+            times = [timed_run(mcmc, seed) for seed in range(args.child_runs)]
+            print(json.dumps(times))
+        return
+    if args.rerun:
+        _rerun(args.model)
         return
     monitoring.register_event_duration_secs_listener(record_compile)
     runs = {name: [] for name in BUDGETS}
