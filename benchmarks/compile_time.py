@@ -137,7 +137,7 @@ def _in_fresh_process(
 def _times(name: str, model_name: str, cache_dir: str) -> tuple[float, float]:
     """(compile, run) seconds of one run in a fresh process using the cache."""
     out = _in_fresh_process(name, model_name, cache_dir).stdout
-    return tuple(json.loads(out.splitlines()[-1]))
+    return tuple(json.loads(out.splitlines()[-1])[0])
 
 
 XLA_LOG = {
@@ -294,12 +294,9 @@ def main() -> None:
     if args.child:
         if args.cache_dir:
             compile_cache.enable(args.cache_dir)
-        if args.child_runs == 1:
-            print(json.dumps(one_run(args.child, args.model)[:2]))
-        else:  # one MCMC, run again and again (seeds 0, 1, ...)
-            mcmc = _mcmc(args.child, args.model)
-            times = [timed_run(mcmc, seed) for seed in range(args.child_runs)]
-            print(json.dumps(times))
+        # One MCMC, run --child-runs times (seeds 0, 1, ...): (compile, run) each.
+        mcmc = _mcmc(args.child, args.model)
+        print(json.dumps([timed_run(mcmc, seed) for seed in range(args.child_runs)]))
         return
     if args.rerun:
         _rerun(args.model)
