@@ -26,7 +26,8 @@ jaxlib 0.10's older emitters (``--xla_cpu_use_fusion_emitters=false``) no
 kernel is logged, and it says so. ``--sources`` also dumps XLA's optimised
 programs (``--xla_dump_to``) and names, for the largest programs, the Python
 functions their kernels come from: the innermost frame JAX recorded for each
-kernel's root operation (its fused computation's root), by file and function.
+kernel's root operation (its fused computation's root), by file and function,
+each compilation read in its own dump (a program compiled twice has two).
 ``--rerun`` runs each sampler's ``MCMC`` three times in one fresh process
 (seeds 0, 1, 2: what a notebook that runs its cell again does), without and
 with the persistent cache in an empty folder, and prints each run's
@@ -148,9 +149,11 @@ XLA_LOG = {
 
 def kernels(
     name: str, model_name: str, dump_dir: str | None = None
-) -> tuple[dict[str, tuple[int, float]], dict[str, list[str]]]:
+) -> tuple[dict[str, tuple[int, float]], list[tuple[str, list[str]]]]:
     """Per program of one run (fresh process): XLA's CPU kernels and their
-    compile seconds (MLIR then LLVM), from XLA's log, and the kernels' names;
+    compile seconds (MLIR then LLVM), from XLA's log; and each compilation's
+    program name and kernel names, in the log's order (a program compiled
+    twice, such as a warmup loop before and after a mode fit, is two entries);
     with ``dump_dir``, XLA writes its optimised programs there."""
     env = {**os.environ, **XLA_LOG}
     if dump_dir:
@@ -158,11 +161,14 @@ def kernels(
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {dump}".strip()
     log = _in_fresh_process(name, model_name, env=env).stderr
     count, seconds = collections.Counter(), collections.Counter()
-    names = collections.defaultdict(list)
+    compilations = []
     program = "?"
     for line in log.splitlines():
         started = re.search(r"Running HLO pass pipeline on module (\S+):", line)
         if started:
+            # Several pipelines run on one module before its kernels compile.
+            if program != started.group(1) or compilations[-1][1]:
+                compilations.append((started.group(1), []))
             program = started.group(1)
             continue
         done = re.search(r"Compiled (MLIR|LLVM) module: (\S+) time: ([\d.]+) ms", line)
@@ -172,8 +178,8 @@ def kernels(
             seconds[program] += float(done.group(3)) / 1e3
             if mlir:  # "<kernel>_kernel_module" or "__compute_module_<kernel>"
                 kernel = done.group(2).removeprefix("__compute_module_")
-                names[program].append(kernel.removesuffix("_kernel_module"))
-    return {p: (count[p], seconds[p]) for p in count}, names
+                compilations[-1][1].append(kernel.removesuffix("_kernel_module"))
+    return {p: (count[p], seconds[p]) for p in count}, compilations
 
 
 def _source_tables(text: str) -> dict[int, str]:
@@ -199,39 +205,54 @@ def _source_tables(text: str) -> dict[int, str]:
     return {i: places[ids(row)["file_location_id"]] for i, row in frames.items()}
 
 
-def kernel_sources(dump_dir: str, names: dict[str, list[str]]) -> dict:
-    """Per program: a Counter of "file:function" over its kernels, from the
-    root operation of each kernel's computation in XLA's optimised dump
-    ("file:line" from ``source_file``/``source_line`` on jax 0.10; from the
-    location tables later, whose ids a program compiled twice repeats: read
-    its counts as approximate)."""
-    texts = collections.defaultdict(str)  # a program compiled twice: both
+def _kernel_source(text: str, bodies: dict, frames: dict, kernel: str) -> str | None:
+    """The place of ``kernel``'s root operation, "file:function" (jax >= 0.11's
+    location tables ``frames``) or "file:line" (jax 0.10's
+    ``source_file``/``source_line``), in one optimised program ``text`` (``bodies``: its
+    computations by name); None where the kernel is not in it."""
+    line = re.search(rf"^\s*(?:ROOT )?%{re.escape(kernel)} = .*$", text, re.M)
+    if not line:
+        return None
+    called = re.search(r"calls=%([^,\s]+)", line.group(0))
+    body = bodies.get(called.group(1), "") if called else ""
+    roots = [r for r in body.splitlines() if "ROOT" in r]
+    where = " ".join(roots[:1] + [line.group(0), body])
+    frame = re.search(r"stack_frame_id=(\d+)", where)
+    old = re.search(r'source_file="([^"]+)" source_line=(\d+)', where)
+    if old:
+        return f"{os.path.basename(old.group(1))}:{old.group(2)}"
+    if frame and int(frame.group(1)) in frames:
+        return frames[int(frame.group(1))]
+    return "(no location)"
+
+
+def kernel_sources(dump_dir: str, compilations: list[tuple[str, list[str]]]) -> dict:
+    """Per program: a Counter of the Python places (``_kernel_source``) of its
+    kernels, over all its compilations. Each compilation is read in its own
+    optimised dump (its own kernel names and location tables): of that
+    program's dumps not yet used, the one holding most of its kernels (the
+    first in XLA's module order on a tie); a kernel the log names but the dump
+    does not hold counts as "(not in the dump)"."""
+    dumps = collections.defaultdict(list)
     for path in sorted(glob.glob(f"{dump_dir}/*.cpu_after_optimizations.txt")):
         program = os.path.basename(path).split(".", 1)[1].rsplit(".cpu_after", 1)[0]
-        with open(path) as dumped:
-            texts[program] += dumped.read()
-    sources = {}
-    for program, text in texts.items():
-        if program not in names:
+        dumps[program].append(path)
+    sources = collections.defaultdict(collections.Counter)
+    for program, names in compilations:
+        candidates = []
+        for path in dumps[program]:
+            with open(path) as dumped:
+                text = dumped.read()
+            bodies = dict(re.findall(r"^%(\S+) \(.*?\{\n(.*?)\n\}", text, re.M | re.S))
+            frames = _source_tables(text)
+            places = [_kernel_source(text, bodies, frames, k) for k in names]
+            candidates.append((-sum(p is not None for p in places), path, places))
+        if not candidates:
+            sources[program]["(not in the dump)"] += len(names)
             continue
-        frames = _source_tables(text)
-        bodies = dict(re.findall(r"^%(\S+) \(.*?\{\n(.*?)\n\}", text, re.M | re.S))
-        counter = collections.Counter()
-        for kernel in names[program]:
-            line = re.search(rf"^\s*(?:ROOT )?%{re.escape(kernel)} = .*$", text, re.M)
-            called = line and re.search(r"calls=%([^,\s]+)", line.group(0))
-            body = bodies.get(called.group(1), "") if called else ""
-            roots = [r for r in body.splitlines() if "ROOT" in r]
-            where = " ".join(roots[:1] + ([line.group(0)] if line else []) + [body])
-            frame = re.search(r"stack_frame_id=(\d+)", where)
-            old = re.search(r'source_file="([^"]+)" source_line=(\d+)', where)
-            if old:
-                counter[f"{os.path.basename(old.group(1))}:{old.group(2)}"] += 1
-            elif frame and int(frame.group(1)) in frames:
-                counter[frames[int(frame.group(1))]] += 1
-            else:
-                counter["(no location)"] += 1
-        sources[program] = counter
+        _, path, places = min(candidates, key=lambda c: c[0])
+        dumps[program].remove(path)
+        sources[program].update(p or "(not in the dump)" for p in places)
     return sources
 
 
@@ -321,10 +342,10 @@ def main() -> None:
         for name in BUDGETS:
             with tempfile.TemporaryDirectory() as dump_dir:
                 dump = dump_dir if args.sources else None
-                table, names = kernels(name, args.model, dump)
+                table, compilations = kernels(name, args.model, dump)
                 _print_kernels(name, table)
                 if args.sources:
-                    _print_sources(table, kernel_sources(dump_dir, names))
+                    _print_sources(table, kernel_sources(dump_dir, compilations))
     if args.cache:
         for name in BUDGETS:
             with tempfile.TemporaryDirectory() as cache_dir:
