@@ -161,7 +161,7 @@ def kernels(
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {dump}".strip()
     log = _in_fresh_process(name, model_name, env=env).stderr
     count, seconds = collections.Counter(), collections.Counter()
-    compilations = []
+    compilations = [("?", [])]  # what XLA logs before naming a module
     program = "?"
     for line in log.splitlines():
         started = re.search(r"Running HLO pass pipeline on module (\S+):", line)

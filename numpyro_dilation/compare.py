@@ -353,10 +353,10 @@ def _diagnostics(idata: arviz_compat.RunData) -> dict[str, float]:
     with ThreadPoolExecutor(3) as pool:
         bulk = pool.submit(az.ess, idata, method="bulk")
         tail = pool.submit(az.ess, idata, method="tail")
-        rhat = pool.submit(az.rhat, idata)
+        rhats = pool.submit(az.rhat, idata)
         ess_bulk = _nan_extreme(_all_values(bulk.result()), np.min)
         ess_tail = _nan_extreme(_all_values(tail.result()), np.min)
-        rhat = _nan_extreme(_all_values(rhat.result()), np.max)
+        rhat = _nan_extreme(_all_values(rhats.result()), np.max)
     stats = getattr(idata, "sample_stats", None)
     divergences = (
         float(np.sum(stats["diverging"].values))
