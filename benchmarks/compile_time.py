@@ -3,7 +3,7 @@ compilation and run of ``mcmc.run``, DilationKernel (1024 particles, 500 +
 200) against NUTS (4 chains, 500 + 500) in the same process, as a ratio.
 
     python benchmarks/compile_time.py [--model forty_modes] [--repeats 3]
-        [--breakdown] [--kernels [--sources]] [--cache]
+        [--breakdown] [--kernels [--sources]] [--cache] [--no-mode-fit]
     python benchmarks/compile_time.py --rerun [--model forty_modes]
 
 ``--model``: one of ``numpyro_dilation.cli.DEMOS`` (``eight_schools``, unimodal;
@@ -32,6 +32,9 @@ each compilation read in its own dump (a program compiled twice has two).
 (seeds 0, 1, 2: what a notebook that runs its cell again does), without and
 with the persistent cache in an empty folder, and prints each run's
 compilation and wall seconds (nothing else: it returns after).
+``--no-mode-fit`` builds every DilationKernel with ``jump_prob=0.0,
+rebalance=False`` (no mode fit, no jumps, no rebalancing: what a model known
+to have one mode needs), NUTS as before.
 ``--cache`` adds the persistent compilation cache
 (``numpyro_dilation.compile_cache``): each sampler runs in two fresh processes
 sharing an empty cache folder, and the second process's times are printed
@@ -63,6 +66,10 @@ BUDGETS = {"NUTS": (4, 500, 500), "DilationKernel": (1024, 500, 200)}
 BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 compiled_programs: collections.Counter = collections.Counter()
 """XLA's compile seconds by program name, from ``record_compile``."""
+NO_MODE_FIT = {"jump_prob": 0.0, "rebalance": False}
+dilation_options: dict = {}
+"""Every DilationKernel's options here (``--no-mode-fit``: ``NO_MODE_FIT``),
+passed on to the fresh processes."""
 
 
 def record_compile(event: str, seconds: float, **kwargs) -> None:
@@ -75,7 +82,9 @@ def record_compile(event: str, seconds: float, **kwargs) -> None:
 def _kernel(name: str, model_name: str):
     model, _, options = DEMOS[model_name]()
     init = {k: v for k, v in options.items() if k == "init_strategy"}
-    return NUTS(model, **init) if name == "NUTS" else DilationKernel(model, **init)
+    if name == "NUTS":
+        return NUTS(model, **init)
+    return DilationKernel(model, **init, **dilation_options)
 
 
 def _mcmc(name: str, model_name: str) -> MCMC:
@@ -132,6 +141,8 @@ def _in_fresh_process(
     command += ["--child-runs", str(runs)]
     if cache_dir:
         command += ["--cache-dir", cache_dir]
+    if dilation_options:
+        command.append("--no-mode-fit")
     return subprocess.run(command, capture_output=True, text=True, check=True, env=env)
 
 
@@ -317,10 +328,13 @@ def main() -> None:
     parser.add_argument("--sources", action="store_true")
     parser.add_argument("--cache", action="store_true")
     parser.add_argument("--rerun", action="store_true")
+    parser.add_argument("--no-mode-fit", action="store_true")
     parser.add_argument("--child", choices=sorted(BUDGETS), help=argparse.SUPPRESS)
     parser.add_argument("--child-runs", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.no_mode_fit:
+        dilation_options.update(NO_MODE_FIT)
     if args.child:
         if args.cache_dir:
             compile_cache.enable(args.cache_dir)

@@ -423,6 +423,12 @@ def test_auto_step_is_hmc_for_one_mode_and_a_dense_preconditioner_else_mala(
     assert _loops(compiled) == 2 and tuning_moves() == {True}
     hmc = mcmc(UNIMODAL_2D, step="hmc")
     np.testing.assert_array_equal(auto.get_samples(), hmc.get_samples())
+    # No mode fit at all (what the README offers a model known to have one
+    # mode): the draws of the run whose fit found one mode.
+    no_fit = mcmc(UNIMODAL_2D, jump_prob=0.0, rebalance=False)
+    assert int(auto.last_state.sampler_state.modes.num_modes) == 1
+    assert int(no_fit.last_state.sampler_state.modes.num_modes) == 0
+    np.testing.assert_array_equal(auto.get_samples(), no_fit.get_samples())
     assert np.all(steps(auto) >= 1) and np.mean(steps(auto)) > 1
     auto = mcmc(UNIMODAL_2D, dense_mass=False)
     mala = mcmc(UNIMODAL_2D, dense_mass=False, step="mala")
