@@ -171,26 +171,28 @@ def kernels(
         dump = f"--xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {dump}".strip()
     log = _in_fresh_process(name, model_name, env=env).stderr
-    count, seconds = collections.Counter(), collections.Counter()
+    seconds = collections.Counter()
     compilations = [("?", [])]  # what XLA logs before naming a module
-    program = "?"
     for line in log.splitlines():
         started = re.search(r"Running HLO pass pipeline on module (\S+):", line)
         if started:
+            program, names = compilations[-1]
             # Several pipelines run on one module before its kernels compile.
-            if program != started.group(1) or compilations[-1][1]:
+            if program != started.group(1) or names:
                 compilations.append((started.group(1), []))
-            program = started.group(1)
             continue
         done = re.search(r"Compiled (MLIR|LLVM) module: (\S+) time: ([\d.]+) ms", line)
         if done:
-            mlir = done.group(1) == "MLIR"
-            count[program] += mlir
+            program, names = compilations[-1]
             seconds[program] += float(done.group(3)) / 1e3
-            if mlir:  # "<kernel>_kernel_module" or "__compute_module_<kernel>"
+            if done.group(1) == "MLIR":
+                # "<kernel>_kernel_module" or "__compute_module_<kernel>"
                 kernel = done.group(2).removeprefix("__compute_module_")
-                compilations[-1][1].append(kernel.removesuffix("_kernel_module"))
-    return {p: (count[p], seconds[p]) for p in count}, compilations
+                names.append(kernel.removesuffix("_kernel_module"))
+    count = collections.Counter()
+    for program, names in compilations:
+        count[program] += len(names)
+    return {p: (count[p], seconds[p]) for p in seconds}, compilations
 
 
 def _source_tables(text: str) -> dict[int, str]:
@@ -244,26 +246,28 @@ def kernel_sources(dump_dir: str, compilations: list[tuple[str, list[str]]]) -> 
     program's dumps not yet used, the one holding most of its kernels (the
     first in XLA's module order on a tie); a kernel the log names but the dump
     does not hold counts as "(not in the dump)"."""
-    dumps = collections.defaultdict(list)
+    wanted = {program for program, _ in compilations}
+    dumps = collections.defaultdict(list)  # program -> its parsed dumps, in order
     for path in sorted(glob.glob(f"{dump_dir}/*.cpu_after_optimizations.txt")):
         program = os.path.basename(path).split(".", 1)[1].rsplit(".cpu_after", 1)[0]
-        dumps[program].append(path)
-    sources = collections.defaultdict(collections.Counter)
-    for program, names in compilations:
-        candidates = []
-        for path in dumps[program]:
+        if program in wanted:
             with open(path) as dumped:
                 text = dumped.read()
             bodies = dict(re.findall(r"^%(\S+) \(.*?\{\n(.*?)\n\}", text, re.M | re.S))
-            frames = _source_tables(text)
-            places = [_kernel_source(text, bodies, frames, k) for k in names]
-            candidates.append((-sum(p is not None for p in places), path, places))
+            dumps[program].append((text, bodies, _source_tables(text)))
+    sources = collections.defaultdict(collections.Counter)
+    for program, names in compilations:
+        candidates = [
+            [_kernel_source(*dump, kernel) for kernel in names]
+            for dump in dumps[program]
+        ]
         if not candidates:
             sources[program]["(not in the dump)"] += len(names)
             continue
-        _, path, places = min(candidates, key=lambda c: c[0])
-        dumps[program].remove(path)
-        sources[program].update(p or "(not in the dump)" for p in places)
+        found = [sum(p is not None for p in places) for places in candidates]
+        best = found.index(max(found))  # the first in module order on a tie
+        del dumps[program][best]
+        sources[program].update(p or "(not in the dump)" for p in candidates[best])
     return sources
 
 
