@@ -629,8 +629,8 @@ def test_a_new_level_re_evaluates_the_particles_where_they_are():
     np.testing.assert_array_equal(particles.accept_prob, accept)
 
 
-@pytest.mark.parametrize("hmc", [False, True])
-def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
+@pytest.mark.parametrize("hmc, jumps", [(False, False), (True, False), (True, True)])
+def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc, jumps):
     # At the first preconditioner estimate (t = A) the step size's acceptance
     # comes out of the moments' reduction: Robbins-Monro moves log eps by the
     # gain (1) times (acceptance - target), the acceptance being the mean for
@@ -640,12 +640,15 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
     # over from the annealing's MALA steps there with the leapfrog step e =
     # sqrt(2 h) of the annealing's step h (one leapfrog step is MALA's step of
     # e^2 / 2): its trajectory has ceil(u T / e) steps, and Robbins-Monro
-    # moves log e.
+    # moves log e. With jumps between modes compiled (step="hmc" on a
+    # multimodal population) the step is carried over as it is.
     n, d, num_anneal, num_warmup = 64, 3, 12, 18
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     params = student_t_params(keys[0], d, jnp.float32)
     center = 3.0 * jax.random.normal(keys[1], (n, d))
-    options = sampler.unimodal(SamplerOptions(hmc=hmc))
+    options = SamplerOptions(hmc=hmc)
+    if not jumps:
+        options = sampler.unimodal(options)
     sched = calendar.build_calendar(
         num_warmup, options, anneal_fraction=num_anneal / num_warmup
     )
@@ -658,7 +661,7 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
         state = _sampler_step(jax.random.PRNGKey(t), params, state, options)
     assert int(before.iteration) == num_anneal
     log_h = float(before.step_size.log_step_size)
-    start = 0.5 * (np.log(2.0) + log_h) if hmc else log_h
+    start = 0.5 * (np.log(2.0) + log_h) if hmc and not jumps else log_h
     if hmc:
         length = adaptation.trajectory_length(before.trajectory)
         u = hmc_move.jitter(before.iteration)
@@ -668,9 +671,10 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
                     length, np.exp(s), u, options.max_leapfrog_steps
                 )
             )
-            for s in (start, log_h)
+            for s in (0.5 * (np.log(2.0) + log_h), log_h)
         ]
-        assert int(state.num_steps) == steps[0] != steps[1]
+        assert steps[0] != steps[1]
+        assert int(state.num_steps) == steps[1 if jumps else 0]
     accept = np.asarray(state.particles.accept_prob, float)
     kept = accept[~np.asarray(state.particles.diverging)]
     acceptance = 1 / np.mean(1 / kept) if hmc else np.mean(accept)
