@@ -635,13 +635,13 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc, jumps):
     # comes out of the moments' reduction: Robbins-Monro moves log eps by the
     # gain (1) times (acceptance - target), the acceptance being the mean for
     # MALA and, for HMC, the harmonic mean over the moves that did not diverge.
-    # A unimodal step (no mode fit, jump or rebalancing compiled): the kernel's
-    # loops after a fit that finds one mode, and the same adaptation. HMC takes
-    # over from the annealing's MALA steps there with the leapfrog step e =
-    # sqrt(2 h) of the annealing's step h (one leapfrog step is MALA's step of
-    # e^2 / 2): its trajectory has ceil(u T / e) steps, and Robbins-Monro
-    # moves log e. With jumps between modes compiled (step="hmc" on a
-    # multimodal population) the step is carried over as it is.
+    # Without jumps (no mode fit, jump or rebalancing compiled: the kernel's
+    # loops after a fit that finds one mode) HMC takes over from the
+    # annealing's MALA steps with the leapfrog step e = sqrt(2 h) of the
+    # annealing's step h (one leapfrog step is MALA's step of e^2 / 2): its
+    # first trajectory has ceil(u T / e) steps, and Robbins-Monro moves log e.
+    # With jumps compiled (step="hmc" on a multimodal population) the step
+    # is carried over as it is.
     n, d, num_anneal, num_warmup = 64, 3, 12, 18
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     params = student_t_params(keys[0], d, jnp.float32)
