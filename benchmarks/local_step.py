@@ -2,7 +2,7 @@
 
     python benchmarks/local_step.py [--particles 1024]
         [--targets funnel10,funnel50,eight_schools,breast_cancer,
-                   eight_schools_centred,forty_mode]
+                   eight_schools_centred,forty_mode] [--no-local]
     python benchmarks/local_step.py --targets sv_centred   # only when named
 
 For each target, with the defaults otherwise (500 warmup + 200 draws, 1024
@@ -135,6 +135,11 @@ def main() -> None:
         ),
     )
     parser.add_argument("--particles", type=int, default=1024)
+    parser.add_argument(
+        "--no-local",
+        action="store_true",
+        help="NUTS and DilationKernel's defaults only (no local-step runs)",
+    )
     args = parser.parse_args()
     print(f"jax {jax.__version__}, numpyro {numpyro.__version__}, {jax.devices()}")
     for name in args.targets.split(","):
@@ -146,6 +151,8 @@ def main() -> None:
             "local": DilationKernel(model, step="mala", step_size_selection="local"),
             "local hmc": DilationKernel(model, step="hmc", step_size_selection="local"),
         }
+        if args.no_local:
+            kernels = {run: kernels[run] for run in ("NUTS", "shared")}
         # One compare call per run, so that each run's end-of-warmup
         # warnings are its own.
         rows = {

@@ -223,7 +223,10 @@ class DilationKernel(MCMCKernel):
         multimodal population ChEES lengthens them to its inter-mode spread,
         where the jumps move the mass (docs/when-to-use.md).
     :param step_size: initial ``eps`` (> 0): the Langevin step in target space;
-        on the path the step is ``h = eps * l``.
+        on the path the step is ``h = eps * l``. Where HMC moves take over at
+        the end of annealing on a population of one mode, their leapfrog
+        step starts at ``sqrt(2 h)`` (one leapfrog step of that size is the
+        MALA step ``h``).
     :param step_size_selection: ``"shared"`` (default): one step size for all
         particles; ``"local"``: at ``l = 1`` (tuning and sampling) each move,
         MALA or HMC, chooses its particle's step from the shared one by up to

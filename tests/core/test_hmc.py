@@ -53,6 +53,37 @@ def test_leapfrog_energy_error_is_second_order(dense):
     assert coarse < 0.2
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_one_leapfrog_step_is_the_mala_step_of_half_its_square(dense):
+    # The identity by which the sampler hands the annealing's MALA step h to
+    # HMC as the leapfrog step e = sqrt(2 h) (core.sampler): from v_0 = L z, one
+    # leapfrog step proposes y + e^2 / 2 M grad + e L z, MALA's proposal with
+    # noise z, and accepts with MALA's ratio. Float32 rounding apart (1e-5).
+    inv_mass = jnp.asarray(COV if dense else np.diag(COV), jnp.float32)
+    precond = make_preconditioner(inv_mass)
+    keys = jax.random.split(jax.random.PRNGKey(3), 32)
+    x = 2.0 * jax.vmap(lambda k: jax.random.normal(k, (2,)))(keys)
+    z = jax.vmap(lambda k: jax.random.normal(k, (2,)))(jax.random.split(keys[0], 32))
+    state = jax.vmap(lambda x: langevin.init(x, _gaussian))(x)
+    h = jnp.geomspace(0.02, 0.5, 32)  # acceptances from 1 to about 0
+
+    def both(z, state, h):
+        by_hmc = hmc.step_from_noise(
+            z, -jnp.inf, state, _gaussian, jnp.sqrt(2 * h), 1, precond
+        )
+        return by_hmc, langevin.step_from_noise(
+            z, -jnp.inf, state, _gaussian, h, precond
+        )
+
+    (by_hmc, hmc_info), (by_mala, mala_info) = jax.vmap(both)(z, state, h)
+    np.testing.assert_allclose(by_hmc.position, by_mala.position, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        hmc_info.acceptance_rate, mala_info.acceptance_rate, rtol=1e-5, atol=1e-7
+    )
+    # Ratios, not only clipped ones: min(1, exp(r)) below 1 for several.
+    assert np.sum(np.asarray(mala_info.acceptance_rate) < 1.0) >= 3
+
+
 def test_hmc_leaves_a_gaussian_invariant():
     # 20000 exact draws, 3 trajectories each at a step size that rejects about
     # a quarter: the moments stay those of N(0, COV). Each check is a z-score

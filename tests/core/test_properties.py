@@ -26,6 +26,7 @@ from numpyro_dilation.core import (
     level_schedule,
     sampler,
 )
+from numpyro_dilation.core import hmc as hmc_move
 from numpyro_dilation.core.options import SamplerOptions
 from numpyro_dilation.core.preconditioner import (
     LowRank,
@@ -628,31 +629,56 @@ def test_a_new_level_re_evaluates_the_particles_where_they_are():
     np.testing.assert_array_equal(particles.accept_prob, accept)
 
 
-@pytest.mark.parametrize("hmc", [False, True])
-def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc):
+@pytest.mark.parametrize("hmc, jumps", [(False, False), (True, False), (True, True)])
+def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc, jumps):
     # At the first preconditioner estimate (t = A) the step size's acceptance
     # comes out of the moments' reduction: Robbins-Monro moves log eps by the
     # gain (1) times (acceptance - target), the acceptance being the mean for
     # MALA and, for HMC, the harmonic mean over the moves that did not diverge.
-    # A unimodal step (no mode fit, jump or rebalancing compiled): the kernel's
-    # loops after a fit that finds one mode, and the same adaptation.
+    # Without jumps (no mode fit, jump or rebalancing compiled: the kernel's
+    # loops after a fit that finds one mode) HMC takes over from the
+    # annealing's MALA steps with the leapfrog step e = sqrt(2 h) of the
+    # annealing's step h (one leapfrog step is MALA's step of e^2 / 2): its
+    # first trajectory has ceil(u T / e) steps, and Robbins-Monro moves log e.
+    # With jumps compiled (step="hmc" on a multimodal population) the step
+    # is carried over as it is.
     n, d, num_anneal, num_warmup = 64, 3, 12, 18
     keys = jax.random.split(jax.random.PRNGKey(1), 2)
     params = student_t_params(keys[0], d, jnp.float32)
     center = 3.0 * jax.random.normal(keys[1], (n, d))
-    options = sampler.unimodal(SamplerOptions(hmc=hmc))
+    options = SamplerOptions(hmc=hmc)
+    if not jumps:
+        options = sampler.unimodal(options)
     sched = calendar.build_calendar(
         num_warmup, options, anneal_fraction=num_anneal / num_warmup
     )
-    state = sampler.init(center, student_t_value_and_grad(params), sched, options)
+    # A small first step: the annealing's h stays far below HMC's e.
+    state = sampler.init(
+        center, student_t_value_and_grad(params), sched, options, step_size=1e-4
+    )
     for t in range(num_anneal + 1):
         before = state
         state = _sampler_step(jax.random.PRNGKey(t), params, state, options)
     assert int(before.iteration) == num_anneal
+    log_h = float(before.step_size.log_step_size)
+    start = 0.5 * (np.log(2.0) + log_h) if hmc and not jumps else log_h
+    if hmc:
+        length = adaptation.trajectory_length(before.trajectory)
+        u = hmc_move.jitter(before.iteration)
+        steps = [
+            int(
+                hmc_move.num_integration_steps(
+                    length, np.exp(s), u, options.max_leapfrog_steps
+                )
+            )
+            for s in (0.5 * (np.log(2.0) + log_h), log_h)
+        ]
+        assert steps[0] != steps[1]
+        assert int(state.num_steps) == steps[1 if jumps else 0]
     accept = np.asarray(state.particles.accept_prob, float)
     kept = accept[~np.asarray(state.particles.diverging)]
     acceptance = 1 / np.mean(1 / kept) if hmc else np.mean(accept)
-    change = float(state.step_size.log_step_size - before.step_size.log_step_size)
+    change = float(state.step_size.log_step_size) - start
     assert change == pytest.approx(acceptance - options.target_accept_prob, abs=1e-5)
 
 
