@@ -661,7 +661,8 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc, jumps):
         state = _sampler_step(jax.random.PRNGKey(t), params, state, options)
     assert int(before.iteration) == num_anneal
     log_h = float(before.step_size.log_step_size)
-    start = 0.5 * (np.log(2.0) + log_h) if hmc and not jumps else log_h
+    leapfrog = 0.5 * (np.log(2.0) + log_h)  # log sqrt(2 h)
+    start = leapfrog if hmc and not jumps else log_h
     if hmc:
         length = adaptation.trajectory_length(before.trajectory)
         u = hmc_move.jitter(before.iteration)
@@ -671,7 +672,7 @@ def test_step_size_follows_the_acceptance_summed_with_the_moments(hmc, jumps):
                     length, np.exp(s), u, options.max_leapfrog_steps
                 )
             )
-            for s in (0.5 * (np.log(2.0) + log_h), log_h)
+            for s in (leapfrog, log_h)
         ]
         assert steps[0] != steps[1]
         assert int(state.num_steps) == steps[1 if jumps else 0]
