@@ -8,9 +8,12 @@ of them annealing, ``T = W - A`` tuning at ``l = 1`` and ``K`` levels:
 * anneal, ``0 <= t < A``: level ``l_t = levels[floor(t K / A)]``; a new level's
   first iteration re-evaluates the particles under it (no move);
 * tune, ``A <= t < W``: the preconditioner is estimated from the population
-  every iteration; stragglers are looked for and replaced at ``t = A + j s``,
-  ``s = STRAGGLER_PERIOD = 10`` (each search is a radix selection over the
-  population, several dependent reductions when it is split over processes);
+  every iteration of the first half, ``A <= t < W - k`` (``k`` below), and
+  kept for the second, so that the population relaxes, and the end-of-warmup
+  check watches it, under a fixed metric; stragglers are looked for and
+  replaced at ``t = A + j s``, ``s = STRAGGLER_PERIOD = 10`` (each search is a
+  radix selection over the population, several dependent reductions when it
+  is split over processes);
 * mode fits (when jumps are on): ``t = A + j p`` for ``j = 0, 1, ...`` while
   ``t < W``, period ``p = max(floor(T / 4), 1)``: ``ceil(T / p)`` fits, that is
   four when 4 divides ``T`` and five otherwise (for ``T >= 8``);
@@ -45,6 +48,7 @@ __all__ = [
     "build_calendar",
     "level_at",
     "is_tuning",
+    "estimates_preconditioner",
     "is_straggler_check",
     "STRAGGLER_PERIOD",
     "is_mode_fit",
@@ -136,6 +140,12 @@ def level_at(calendar: Calendar, t: Array) -> Array:
 def is_tuning(calendar: Calendar, t: Array) -> Array:
     """``A <= t < W``."""
     return (t >= calendar.num_anneal) & (t < calendar.num_warmup)
+
+
+def estimates_preconditioner(calendar: Calendar, t: Array) -> Array:
+    """``A <= t < W - k``: the first half of tuning (the preconditioner is
+    kept from ``monitor_start`` on)."""
+    return (t >= calendar.num_anneal) & (t < calendar.monitor_start)
 
 
 def is_straggler_check(calendar: Calendar, t: Array) -> Array:

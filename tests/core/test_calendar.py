@@ -90,11 +90,12 @@ def _run_calendar(logdensity, num_warmup=40, n=64, d=2):
     state = core.init(centers, fn, cal, options)
 
     def body(state, key):
-        return core.step(key, state, fn, options)
+        state, info = core.step(key, state, fn, options)
+        return state, (info, state.inv_mass)
 
     keys = jax.random.split(jax.random.PRNGKey(1), num_warmup + 5)
-    state, info = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
-    return cal, state, info
+    state, (info, inv_mass) = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    return cal, state, info, inv_mass
 
 
 def test_the_sampler_follows_the_calendar():
@@ -107,7 +108,7 @@ def test_the_sampler_follows_the_calendar():
             -0.5 * jnp.sum((x - 4.0) ** 2), -0.5 * jnp.sum((x + 4.0) ** 2)
         )
 
-    cal, state, info = _run_calendar(logdensity, num_warmup)
+    cal, state, info, _ = _run_calendar(logdensity, num_warmup)
     assert int(state.modes.num_modes) == 2
     t = jnp.arange(num_warmup + 5)
     levels = np.asarray(jax.vmap(lambda i: calendar.level_at(cal, i))(t))
@@ -121,10 +122,27 @@ def test_the_sampler_follows_the_calendar():
     )
 
 
+def test_the_preconditioner_is_kept_through_the_second_half_of_tuning():
+    # Estimated at every iteration of the first half of tuning, A <= t < W - k,
+    # then kept: the check window and the sampling phase move under one
+    # metric (calendar.estimates_preconditioner).
+    scales = jnp.array([1.0, 3.0])
+    cal, _, _, inv_mass = _run_calendar(lambda x: -0.5 * jnp.sum((x / scales) ** 2))
+    m = np.asarray(inv_mass)  # after each iteration t, sampling's included
+    start, kept = int(cal.num_anneal), int(cal.monitor_start)
+    assert start < kept < int(cal.num_warmup)
+    estimated = calendar.estimates_preconditioner(cal, np.arange(len(m)))
+    assert np.flatnonzero(np.asarray(estimated)).tolist() == list(range(start, kept))
+    assert np.all(np.any(np.diff(m[start - 1 : kept], axis=0) != 0, axis=1))
+    np.testing.assert_array_equal(
+        m[kept:], np.broadcast_to(m[kept - 1], m[kept:].shape)
+    )
+
+
 def test_one_mode_at_the_end_of_annealing_drops_later_fits_and_rebalancing():
     # calendar.single_mode: a unimodal population is fitted once, at t = A,
     # and never rebalanced; its tuning iterations are all moves.
-    cal, state, info = _run_calendar(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2))
+    cal, state, info, _ = _run_calendar(lambda x: -0.5 * jnp.sum((x - 3.0) ** 2))
     assert int(state.modes.num_modes) == 1
     num_anneal = int(cal.num_anneal)
     assert calendar.mode_fit_iterations(state.calendar).tolist() == [num_anneal]

@@ -175,6 +175,21 @@ def every_iteration(text):
     return sorted(s for o in operands for s in re.findall(r"\w+\[[\d,]*\]", o))
 
 
+# The collectives of each branch of each conditional of the entry computation:
+# one list of branches per conditional, one sorted list of shapes per branch.
+def conditional_branches(text):
+    entry = text[text.index("\nENTRY ") :]
+    entry = entry[: entry.index("\n}")]
+    found = []
+    for names in re.findall(r"conditional\(.*branch_computations=\{([^}]*)\}", entry):
+        branches = []
+        for name in names.split(", "):
+            body = re.search(rf"\n{re.escape(name)} [^\n]*\{{\n(.*?)\n\}}", text, re.S)
+            branches.append(every_iteration("\nENTRY \n" + body.group(1) + "\n}"))
+        found.append(sorted(branches))
+    return found
+
+
 # One HMC iteration per phase (unimodal: no mode fits, jumps, rebalancing).
 hmc_options = sampler.unimodal(core.SamplerOptions()._replace(hmc=True))
 out["hmc_collectives"] = {}
@@ -186,6 +201,7 @@ for phase in (sampler.ANNEAL, sampler.TUNE):
     )
     text = step.lower(keys, placed).compile().as_text()
     out["hmc_collectives"][phase] = every_iteration(text)
+    out["hmc_collectives"][phase + " branches"] = conditional_branches(text)
 print("RESULT " + json.dumps(out))
 """
 
@@ -276,9 +292,12 @@ def test_an_hmc_iteration_reduces_one_array_per_dependent_sum(four_devices):
     # call of its own (each paying the latency between processes), so sums
     # that can go together are one array. Every iteration (d = 3, float64,
     # diagonal): annealing, the mean acceptance alone (HMC's harmonic mean is
-    # the tuning's); tuning, the moments with the acceptance's 3 columns (2 d
-    # + 3), the length floor's sums with ChEES's weighted endpoints (2 d + 1 +
-    # d + 1), then ChEES's mean gradient (a scalar).
+    # the tuning's); tuning, the length floor's sums with ChEES's weighted
+    # endpoints (2 d + 1 + d + 1), then ChEES's mean gradient (a scalar), and
+    # in a conditional (the preconditioner is estimated in the first half of
+    # tuning only) either the moments with the acceptance's 3 columns (2 d +
+    # 3) or the acceptance's 3 columns alone.
     collectives = four_devices["hmc_collectives"]
     assert collectives["anneal"] == ["f64[1]"]
-    assert collectives["tune"] == ["f64[11]", "f64[9]", "f64[]"]
+    assert collectives["tune"] == ["f64[11]", "f64[]"]
+    assert [["f64[3]"], ["f64[9]"]] in collectives["tune branches"]
