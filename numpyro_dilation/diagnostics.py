@@ -71,6 +71,7 @@ the sampling phase with ``check_run(mcmc)``.
 import inspect
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -85,6 +86,7 @@ from numpyro_dilation.core import calendar, sampler
 
 __all__ = [
     "DilationWarning",
+    "Move",
     "warn",
     "MIN_WARMUP",
     "population_warnings",
@@ -116,6 +118,34 @@ class DilationWarning(UserWarning):
     """A DilationKernel run whose draws should not be trusted as they are."""
 
 
+class Move(NamedTuple):
+    """What moved the particles, for the warnings' advice: HMC trajectories
+    (else one MALA or ULA step), a dense preconditioner, a step size chosen
+    per particle (``step_size_selection="local"``)."""
+
+    hmc: bool
+    dense: bool
+    local: bool
+
+
+def _remedies(move: Move | None) -> str:
+    """The settings that cross a slow direction faster than ``move`` did (all
+    of them for an unknown move), then a longer warmup."""
+    if move is None:
+        remedies = ["step='hmc' (longer moves)", "dense_mass=True"]
+    else:
+        remedies = ["step='hmc' (longer moves)"] if not move.hmc else []
+        remedies += ["dense_mass=True"] if not move.dense else []
+        if move.hmc and not move.local:
+            remedies.append(
+                "step_size_selection='local' where the posterior's scale changes "
+                "from region to region as in a funnel (exact, many more gradients)"
+            )
+    if not remedies:
+        return "Raise num_warmup."
+    return f"Use {' or '.join(remedies)}, or raise num_warmup."
+
+
 def population_warnings(
     accept_prob: np.ndarray,
     diverging: np.ndarray,
@@ -123,6 +153,7 @@ def population_warnings(
     after: np.ndarray,
     num_iterations: int,
     when: str,
+    move: Move | None = None,
 ) -> list[str]:
     """The messages of the six checks (empty when all pass).
 
@@ -133,6 +164,8 @@ def population_warnings(
     :param after: positions ``x_i(t)``, shape ``(n, d)``.
     :param num_iterations: ``k``.
     :param when: where in the run, e.g. ``"at the end of warmup"``.
+    :param move: what moved the particles (``None``: not known), so that the
+        advice names the settings the run did not use.
     """
     before = np.asarray(before, float).reshape(np.shape(before)[0], -1)
     after = np.asarray(after, float).reshape(before.shape)
@@ -156,17 +189,27 @@ def population_warnings(
         and np.sum(is_sticky) >= STICKY_MIN_COUNT
         and acceptance >= ACCEPTANCE_FLOOR
     ):
+        if move is not None and move.local:
+            cause = (
+                "where even the step chosen per particle "
+                "(step_size_selection='local') is too large"
+            )
+            remedy = "" if move.hmc else ", or move with step='hmc'"
+        else:
+            cause = "where the shared step size is too large"
+            remedy = (
+                ", or choose the step per particle: step='hmc', "
+                "step_size_selection='local' (exact, many more gradients)"
+            )
         messages.append(
             f"DilationKernel: {sticky:.1%} of the particles accepted fewer than "
             f"{STICKY_ACCEPTANCE:.0%} of their proposals over the last "
             f"{num_iterations} iterations {when} (mean acceptance "
             f"{acceptance:.2f}). The posterior has a region whose scale is far "
             "below the rest (e.g. the neck of a funnel, a hierarchical scale near "
-            "0) where the shared step size is too large: that region is "
-            "under-sampled and the draws are biased. Reparametrise the model "
-            "(e.g. non-centred, numpyro.infer.reparam.LocScaleReparam), or "
-            "choose the step per particle: step='hmc', "
-            "step_size_selection='local' (exact, many more gradients)."
+            f"0) {cause}: that region is under-sampled and the draws are "
+            "biased. Reparametrise the model (e.g. non-centred, "
+            f"numpyro.infer.reparam.LocScaleReparam){remedy}."
         )
     divergent = float(np.mean(diverging))
     if divergent > DIVERGENT_SHARE:
@@ -191,20 +234,21 @@ def population_warnings(
         )
     threshold = scipy.stats.t.isf(FLOW_FALSE_ALARM / (4 * d), n - 1)
     centre = 0.5 * (np.mean(before, axis=0) + np.mean(after, axis=0))
-    for diff, change, what, cause in (
+    for diff, change, what, cause, remedy in (
         (
             after - before,
             "still moving",
             "mean",
             "The particles have not settled (e.g. mass still flowing between modes)",
+            "Raise num_warmup.",
         ),
         (
             np.abs(after - centre) - np.abs(before - centre),
             "still changing",
             "spread (mean absolute deviation)",
             "The population is still widening or narrowing (a direction much "
-            "wider or narrower than the others that the moves cross slowly: "
-            "step='hmc' or dense_mass=True cross it faster)",
+            "wider or narrower than the others that the moves cross slowly)",
+            _remedies(move),
         ),
     ):
         z, j = _paired_z(diff, n)
@@ -214,7 +258,7 @@ def population_warnings(
                 f"the last {num_iterations} iterations the {what} of coordinate "
                 f"{j} shifted by {z:.1f} standard errors (threshold "
                 f"{threshold:.1f}). {cause}, so the draws do not represent the "
-                "posterior yet. Raise num_warmup."
+                f"posterior yet. {remedy}"
             )
     memory, r, j = _largest_memory(before, after)
     if memory > scipy.stats.norm.isf(MEMORY_FALSE_ALARM / d):
@@ -225,8 +269,7 @@ def population_warnings(
             f"errors above {MEMORY_BOUND}). The moves have not decorrelated the "
             "population from where the annealing left it, so the draws keep "
             "what error it left (e.g. a curved ridge or a long narrow direction "
-            "that the moves cross slowly). Use step='hmc' (longer moves), or "
-            "raise num_warmup."
+            f"that the moves cross slowly). {_remedies(move)}"
         )
     return messages
 
@@ -329,7 +372,7 @@ def track(state: sampler.SamplerState, reference: WarmupReference) -> WarmupRefe
 
 
 def _end_of_warmup_messages(
-    accept_sum, diverging, before, after, window: int
+    move: Move | None, accept_sum, diverging, before, after, window: int
 ) -> list[str]:
     if window < MIN_WINDOW:
         return []
@@ -340,14 +383,17 @@ def _end_of_warmup_messages(
         np.asarray(after),
         window,
         "at the end of warmup",
+        move,
     )
 
 
-def _warn_from_callback(accept_sum, diverging, before, after, window) -> None:
+def _warn_from_callback(
+    move: Move | None, accept_sum, diverging, before, after, window
+) -> None:
     # Raising inside a callback would surface as an opaque XLA error: under a
     # filter that turns warnings into errors, print the message instead.
     for message in _end_of_warmup_messages(
-        accept_sum, diverging, before, after, int(window)
+        move, accept_sum, diverging, before, after, int(window)
     ):
         try:
             warnings.warn(message, DilationWarning, stacklevel=2)
@@ -379,19 +425,20 @@ def end_of_warmup(
     )
 
 
-def warn_end_of_warmup(statistics: EndOfWarmup) -> None:
+def warn_end_of_warmup(statistics: EndOfWarmup, move: Move | None = None) -> None:
     """Raise the warnings of ``population_warnings`` over the last ``k`` warmup
-    iterations (``statistics`` from ``end_of_warmup``) as ``DilationWarning``,
-    attributed to the user's call.
+    iterations (``statistics`` from ``end_of_warmup``; ``move``, what moved the
+    particles while tuning) as ``DilationWarning``, attributed to the user's
+    call.
 
     Under a JAX transformation (the values are not concrete) the check runs in
     a ``jax.debug.callback`` when the computation reaches it instead.
     """
     if any(isinstance(a, jax.core.Tracer) for a in statistics):
-        jax.debug.callback(_warn_from_callback, *statistics)
+        jax.debug.callback(partial(_warn_from_callback, move), *statistics)
         return
     *args, window = statistics
-    _warn(_end_of_warmup_messages(*args, int(window)))
+    _warn(_end_of_warmup_messages(move, *args, int(window)))
 
 
 def check_run(mcmc: Any, warn: bool = True) -> list[str]:

@@ -661,13 +661,17 @@ class DilationKernel(MCMCKernel):
         state, statistics, num_modes = self._warm_up(
             pop, keys, num_warmup, fits, model_args, model_kwargs
         )
-        diagnostics.warn_end_of_warmup(to_host(statistics))
         if not traced:
             # The calendar the warmup ran (its mode fits), for num_evaluations.
             self._calendar = jax.tree.map(np.asarray, state.sampler_state.calendar)
         one_mode = _is_concrete(num_modes) and int(num_modes) < 2
         if self._step == "auto" and fits and not one_mode:
             self._options = self._several_modes_options  # no HMC move ran
+        options = self._options
+        move = diagnostics.Move(
+            options.hmc, options.dense_mass, options.local_step_size
+        )
+        diagnostics.warn_end_of_warmup(to_host(statistics), move)
         self._sampling_options = self._options
         if one_mode:
             # No jump can happen (one mode or none was found): the sampling

@@ -13,6 +13,7 @@ from runs import run_vectorized
 from numpyro_dilation import DilationKernel
 from numpyro_dilation.diagnostics import (
     DilationWarning,
+    Move,
     check_run,
     population_warnings,
 )
@@ -113,6 +114,40 @@ def test_each_check_fires_on_its_fault():
     assert "coordinate 2" in message
 
 
+LOCAL = "step_size_selection='local'"
+
+
+@pytest.mark.parametrize(
+    "move, advised, not_advised",
+    [
+        (None, ["step='hmc'", "dense_mass=True"], [LOCAL]),
+        (Move(hmc=False, dense=False, local=False), ["step='hmc'", "dense_mass"], []),
+        (Move(hmc=False, dense=True, local=False), ["step='hmc'"], ["dense_mass"]),
+        (Move(hmc=True, dense=True, local=False), [LOCAL], ["step='hmc'", "dense"]),
+        (Move(hmc=True, dense=True, local=True), ["Raise num_warmup."], ["Use "]),
+    ],
+)
+def test_the_advice_names_the_settings_the_run_did_not_use(move, advised, not_advised):
+    # The slow-mixing message of a population with memory 0.5 (it fires: see
+    # above), for each move that ran.
+    (message,) = population_warnings(*healthy(0, 0.5), K, "here", move)
+    assert all(a in message for a in advised), message
+    assert not any(a in message for a in not_advised), message
+
+
+def test_a_sticky_region_under_local_steps_is_advised_a_reparametrisation():
+    accept, diverging, before, after = healthy(0)
+    accept[: N // 50] = 1e-3  # 2% of the particles reject almost everything
+    args = (accept, diverging, before, after, K, "here")
+    (shared,) = population_warnings(*args, Move(True, True, False))
+    assert "shared step size is too large" in shared and LOCAL in shared
+    (local,) = population_warnings(*args, Move(True, True, True))
+    assert "even the step chosen per particle" in local and "Reparametrise" in local
+    assert "step='hmc'" not in local
+    (local_mala,) = population_warnings(*args, Move(False, True, True))
+    assert "move with step='hmc'" in local_mala
+
+
 def test_small_populations_and_windows_are_not_judged():
     accept, diverging, before, after = healthy(0)
     few = slice(0, 31)
@@ -150,6 +185,24 @@ def test_collapsed_acceptance_warns_at_end_of_warmup_and_after_the_run():
         mcmc = run(standard_normal, init, step_size=5.0, adapt_step_size=False)
     messages = check_run(mcmc, warn=False)
     assert any("acceptance probability during sampling" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    "step, advice",
+    [("mala", "Use step='hmc' (longer moves), or"), ("hmc", f"Use {LOCAL} where")],
+)
+def test_the_end_of_warmup_advice_follows_the_move_that_ran(step, advice):
+    # A fixed step of 5 on N(0, I_10): every proposal is rejected, so the
+    # particles' positions 50 iterations apart correlate 1 and the slow-mixing
+    # check fires; with 256 particles (at least 10 per dimension) the
+    # preconditioner is dense for either move, so the advice is what the move
+    # did not use.
+    init = jax.random.normal(jax.random.PRNGKey(1), (256, 10))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(standard_normal, init, step_size=5.0, adapt_step_size=False, step=step)
+    (message,) = [str(w.message) for w in caught if "mix slowly" in str(w.message)]
+    assert advice in message and "dense_mass" not in message, message
 
 
 def test_end_of_warmup_warning_is_the_users_under_warnings_as_errors():
