@@ -129,8 +129,9 @@ class Move(NamedTuple):
 
 
 def _remedies(move: Move | None) -> str:
-    """The settings that cross a slow direction faster than ``move`` did (all
-    of them for an unknown move), then a longer warmup."""
+    """The settings that cross a slow direction faster than ``move`` did (for
+    an unknown move, those of MALA with a diagonal preconditioner), then a
+    longer warmup."""
     if move is None:
         remedies = ["step='hmc' (longer moves)", "dense_mass=True"]
     else:
