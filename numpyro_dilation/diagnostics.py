@@ -132,16 +132,14 @@ def _remedies(move: Move | None) -> str:
     """The settings that cross a slow direction faster than ``move`` did (for
     an unknown move, those of MALA with a diagonal preconditioner), then a
     longer warmup."""
-    if move is None:
-        remedies = ["step='hmc' (longer moves)", "dense_mass=True"]
-    else:
-        remedies = ["step='hmc' (longer moves)"] if not move.hmc else []
-        remedies += ["dense_mass=True"] if not move.dense else []
-        if move.hmc and not move.local:
-            remedies.append(
-                "step_size_selection='local' where the posterior's scale changes "
-                "from region to region as in a funnel (exact, many more gradients)"
-            )
+    move = move or Move(hmc=False, dense=False, local=False)
+    remedies = ["step='hmc' (longer moves)"] if not move.hmc else []
+    remedies += ["dense_mass=True"] if not move.dense else []
+    if move.hmc and not move.local:
+        remedies.append(
+            "step_size_selection='local' where the posterior's scale changes "
+            "from region to region as in a funnel (exact, many more gradients)"
+        )
     if not remedies:
         return "Raise num_warmup."
     return f"Use {' or '.join(remedies)}, or raise num_warmup."

@@ -145,7 +145,7 @@ def is_tuning(calendar: Calendar, t: Array) -> Array:
 def estimates_preconditioner(calendar: Calendar, t: Array) -> Array:
     """``A <= t < W - k``: the first half of tuning (the preconditioner is
     kept from ``monitor_start`` on)."""
-    return (t >= calendar.num_anneal) & (t < calendar.monitor_start)
+    return is_tuning(calendar, t) & (t < calendar.monitor_start)
 
 
 def is_straggler_check(calendar: Calendar, t: Array) -> Array:
