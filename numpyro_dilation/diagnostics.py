@@ -445,8 +445,9 @@ def check_run(mcmc: Any, warn: bool = True) -> list[str]:
 
     Uses the collected ``accept_prob`` and ``diverging`` (default fields of
     ``DilationKernel``) and the draws of the first and last sample of every
-    particle. Returns the messages, and raises them as ``DilationWarning`` when
-    ``warn``.
+    particle. The advice names the settings the run did not use (the kernel's
+    ``move``). Returns the messages, and raises them as ``DilationWarning``
+    when ``warn``.
     """
     fields = mcmc.get_extra_fields(group_by_chain=True)
     missing = {"accept_prob", "diverging"} - set(fields)
@@ -467,6 +468,7 @@ def check_run(mcmc: Any, warn: bool = True) -> list[str]:
         draws[:, -1],
         (draws.shape[1] - 1) * mcmc.thinning,
         "during sampling",
+        getattr(mcmc.sampler, "move", None),
     )
     if warn:
         _warn(messages)

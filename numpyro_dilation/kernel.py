@@ -462,10 +462,19 @@ class DilationKernel(MCMCKernel):
         self._calendar = None
         self._num_particles = None
         self._sampling_options = self._options
+        self._move = None
 
     @property
     def model(self) -> Callable | None:
         return self._model
+
+    @property
+    def move(self) -> diagnostics.Move | None:
+        """What moves the particles after warmup (HMC or one MALA/ULA step, a
+        dense preconditioner, step sizes chosen per particle), as ``init``
+        settled it (``step="auto"``, ``dense_mass=None``); ``None`` before
+        ``init``. ``check_run`` reads it for its advice."""
+        return self._move
 
     @property
     def is_ensemble_kernel(self) -> bool:
@@ -668,10 +677,10 @@ class DilationKernel(MCMCKernel):
         if self._step == "auto" and fits and not one_mode:
             self._options = self._several_modes_options  # no HMC move ran
         options = self._options
-        move = diagnostics.Move(
+        self._move = diagnostics.Move(
             options.hmc, options.dense_mass, options.local_step_size
         )
-        diagnostics.warn_end_of_warmup(to_host(statistics), move)
+        diagnostics.warn_end_of_warmup(to_host(statistics), self._move)
         self._sampling_options = self._options
         if one_mode:
             # No jump can happen (one mode or none was found): the sampling

@@ -191,18 +191,25 @@ def test_collapsed_acceptance_warns_at_end_of_warmup_and_after_the_run():
     "step, advice",
     [("mala", "Use step='hmc' (longer moves), or"), ("hmc", f"Use {LOCAL} where")],
 )
-def test_the_end_of_warmup_advice_follows_the_move_that_ran(step, advice):
+def test_the_advice_follows_the_move_that_ran(step, advice):
     # A fixed step of 5 on N(0, I_10): every proposal is rejected, so the
-    # particles' positions 50 iterations apart correlate 1 and the slow-mixing
+    # particles' positions 50 iterations apart (at the end of warmup) and 99
+    # apart (the sampling phase, check_run) correlate 1 and the slow-mixing
     # check fires; with 256 particles (at least 10 per dimension) the
     # preconditioner is dense for either move, so the advice is what the move
-    # did not use.
+    # did not use, which the kernel's move tells check_run.
     init = jax.random.normal(jax.random.PRNGKey(1), (256, 10))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run(standard_normal, init, step_size=5.0, adapt_step_size=False, step=step)
+        mcmc = run(
+            standard_normal, init, step_size=5.0, adapt_step_size=False, step=step
+        )
     (message,) = [str(w.message) for w in caught if "mix slowly" in str(w.message)]
     assert advice in message and "dense_mass" not in message, message
+    assert mcmc.sampler.move == Move(hmc=step == "hmc", dense=True, local=False)
+    (after,) = [m for m in check_run(mcmc, warn=False) if "mix slowly" in m]
+    assert "during sampling" in after
+    assert advice in after and "dense_mass" not in after, after
 
 
 def test_end_of_warmup_warning_is_the_users_under_warnings_as_errors():
