@@ -462,7 +462,6 @@ class DilationKernel(MCMCKernel):
         self._calendar = None
         self._num_particles = None
         self._sampling_options = self._options
-        self._move = None
 
     @property
     def model(self) -> Callable | None:
@@ -474,7 +473,12 @@ class DilationKernel(MCMCKernel):
         dense preconditioner, step sizes chosen per particle), as ``init``
         settled it (``step="auto"``, ``dense_mass=None``); ``None`` before
         ``init``. ``check_run`` reads it for its advice."""
-        return self._move
+        if self._num_particles is None:
+            return None
+        options = self._sampling_options
+        return diagnostics.Move(
+            options.hmc, options.dense_mass, options.local_step_size
+        )
 
     @property
     def is_ensemble_kernel(self) -> bool:
@@ -676,16 +680,12 @@ class DilationKernel(MCMCKernel):
         one_mode = _is_concrete(num_modes) and int(num_modes) < 2
         if self._step == "auto" and fits and not one_mode:
             self._options = self._several_modes_options  # no HMC move ran
-        options = self._options
-        self._move = diagnostics.Move(
-            options.hmc, options.dense_mass, options.local_step_size
-        )
-        diagnostics.warn_end_of_warmup(to_host(statistics), self._move)
         self._sampling_options = self._options
         if one_mode:
             # No jump can happen (one mode or none was found): the sampling
             # program leaves the jump out, with the same draws.
             self._sampling_options = sampler.unimodal(self._options)
+        diagnostics.warn_end_of_warmup(to_host(statistics), self.move)
         if sharding is None:
             return state
         return state._replace(
