@@ -4,7 +4,8 @@ Runs the pure-JAX core as ``DilationKernel(model)`` runs it on the funnel
 (``targets.funnel(d)``, x0 ~ N(0, 9), the other coordinates N(0, e^x0)) where
 its mode fit finds one mode: MALA along the dilation path, then HMC moves
 with a dense population preconditioner at ``l = 1`` (``step="auto"`` with
-``num_chains >= 5 d``), no jumps; every particle starts at its own centre,
+``num_chains >= 5 d``; the script keeps that move at any ``--particles``), no
+jumps; every particle starts at its own centre,
 uniform in [-2, 2]^d as NumPyro's default initialisation. Prints, every
 ``--every`` warmup iterations and over the draws, the sd of x0 (exact 3) and
 P(x0 < -3), P(x0 > 3) (exact 0.1587 each), then the rms change of x0 per
