@@ -19,6 +19,7 @@ import argparse
 
 import jax
 import numpy as np
+from path_figure import core_run  # the script's folder is on sys.path
 
 from numpyro_dilation import core
 from numpyro_dilation.validation import targets
@@ -27,8 +28,6 @@ from numpyro_dilation.validation import targets
 def run(dim: int, num_warmup: int, num_samples: int, num_particles: int, seed: int):
     """x0 of every particle at every iteration ``(n, W + S)``, and the
     leapfrog steps of every iteration ``(W + S,)``."""
-    target = targets.funnel(dim)
-    fn = jax.value_and_grad(target.logdensity_fn)
     options = core.SamplerOptions(
         hmc=True,
         dense_mass=True,
@@ -36,17 +35,16 @@ def run(dim: int, num_warmup: int, num_samples: int, num_particles: int, seed: i
         jump_prob=0.0,
         rebalance=False,
     )
-    run_calendar = core.build_calendar(num_warmup, options)
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     center = jax.random.uniform(key_init, (num_particles, dim), minval=-2, maxval=2)
-    state = core.init(center, fn, run_calendar, options)
-
-    def body(state, key):
-        state, _ = core.step(key, state, fn, options)
-        return state, (core.target_position(state)[:, 0], state.num_steps)
-
-    keys = jax.random.split(key_run, num_warmup + num_samples)
-    _, (x0, steps) = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    x0, steps = core_run(
+        targets.funnel(dim).logdensity_fn,
+        center,
+        options,
+        num_warmup,
+        jax.random.split(key_run, num_warmup + num_samples),
+        lambda state: (core.target_position(state)[:, 0], state.num_steps),
+    )
     return np.asarray(x0).T, np.asarray(steps)
 
 

@@ -24,21 +24,35 @@ from numpyro_dilation.validation import targets
 LEVELS_SHOWN = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
-def anneal(center: np.ndarray, num_warmup: int, seed: int):
-    """Warmup positions in target space (particles, W, 2) and their levels (W,),
-    from the core API (DilationKernel runs its warmup inside ``init``)."""
-    target = targets.forty_mode_mixture()
-    fn = jax.value_and_grad(target.logdensity_fn)
-    options = core.SamplerOptions()
+def core_run(logdensity_fn, center, options, num_warmup, keys, record):
+    """The sampler's pure-JAX core as DilationKernel runs it: ``core.init`` at
+    ``center`` with the calendar of ``num_warmup`` warmup iterations, then one
+    ``core.step`` per key of ``keys`` (those past ``num_warmup`` are sampling
+    iterations), stacking ``record(state)`` after each (DilationKernel runs
+    its warmup inside ``init``, so this is how to watch it)."""
+    fn = jax.value_and_grad(logdensity_fn)
     run_calendar = core.build_calendar(num_warmup, options)
     state = core.init(jnp.asarray(center, jnp.float32), fn, run_calendar, options)
 
     def body(state, key):
         state, _ = core.step(key, state, fn, options)
-        return state, (core.target_position(state), state.lam)
+        return state, record(state)
 
+    return jax.jit(lambda s: jax.lax.scan(body, s, keys)[1])(state)
+
+
+def anneal(center: np.ndarray, num_warmup: int, seed: int):
+    """Warmup positions in target space (particles, W, 2) and their levels (W,)."""
+    target = targets.forty_mode_mixture()
     keys = jax.random.split(jax.random.PRNGKey(seed), num_warmup)
-    _, (x, levels) = jax.jit(lambda s: jax.lax.scan(body, s, keys))(state)
+    x, levels = core_run(
+        target.logdensity_fn,
+        center,
+        core.SamplerOptions(),
+        num_warmup,
+        keys,
+        lambda state: (core.target_position(state), state.lam),
+    )
     return np.swapaxes(np.asarray(x), 0, 1), np.asarray(levels), target
 
 
